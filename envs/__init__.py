@@ -1,0 +1,58 @@
+"""Thin multi-agent environment wrappers shared by the five scripts.
+
+Every environment returned by `make_env` has the same small API:
+
+    env.n_agents, env.obs_size, env.n_actions, env.episode_limit
+    obs, info = env.reset()                  # obs: tuple of n_agents float32 arrays of shape (obs_size,)
+    obs, rewards, terminated, truncated, info = env.step(actions)   # rewards: list of n_agents floats
+
+`terminated` means the task ended (no bootstrapping); `truncated` means the episode hit its time limit.
+At the end of an episode `info["episode"] = {"r": team return, "l": length}`, where the team return is
+the sum over time of the sum of the agents' rewards. The wrappers make no algorithm choices.
+"""
+
+import numpy as np
+
+LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")
+MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")
+PRESETS = LBF_PRESETS + MARBLER_PRESETS
+
+
+class RecordEpisode:
+    """Adds `info["episode"]` (team return and length) at the end of every episode."""
+
+    def __init__(self, env):
+        self.env = env
+        self.n_agents, self.obs_size, self.n_actions = env.n_agents, env.obs_size, env.n_actions
+        self.episode_limit = env.episode_limit
+
+    def reset(self):
+        self.episode_return, self.episode_length = 0.0, 0
+        return self.env.reset()
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        self.episode_return += float(np.sum(rewards))
+        self.episode_length += 1
+        if terminated or truncated:
+            info = {**info, "episode": {"r": self.episode_return, "l": self.episode_length}}
+        return obs, rewards, terminated, truncated, info
+
+    def render(self):
+        return self.env.render()
+
+    def close(self):
+        self.env.close()
+
+
+def make_env(name: str, seed: int):
+    """Builds the environment `name` (a preset or a raw lbforaging id); `seed` seeds its first reset."""
+    if name in LBF_PRESETS or name.startswith("Foraging"):
+        from envs.lbf import LBFEnv
+
+        return RecordEpisode(LBFEnv(name, seed))
+    if name in MARBLER_PRESETS:
+        from envs.marbler import MarblerEnv
+
+        return RecordEpisode(MarblerEnv(name, seed))
+    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)} or a raw lbforaging id (Foraging-...-v3)")
