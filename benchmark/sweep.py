@@ -1,0 +1,140 @@
+"""Run a grid of scripts x env presets x seeds as local processes; resumable; or write Slurm / wandb sweep files.
+
+    python benchmark/sweep.py --scripts iql.py dvdn_gt.py vdn_ps.py --envs lbf-easy --seeds 1 2 3 -- --total-timesteps 2000000
+
+Each run gets its own working dir `<out>/<env>__<exp_name>__<seed>/` (the script writes its `runs/` there), with
+stdout+stderr in `log.txt` and an empty `done` file written only when the script exits with code 0. Rerunning the same
+command skips dirs that have `done` and wipes and restarts the others, so an interrupted sweep resumes.
+Everything after `--` is passed unchanged to every script.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+
+@dataclass
+class Args:
+    scripts: tuple[str, ...] = ("iql.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py")
+    """training scripts to run (any path; exp_name is the file stem)"""
+    envs: tuple[str, ...] = ("lbf-easy",)
+    """env presets passed as --env"""
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+    """seeds passed as --seed (the paper uses ten)"""
+    out: str = "sweeps"
+    """folder that holds one working dir per run"""
+    workers: int = os.cpu_count() or 1
+    """number of runs in parallel (one process each; each child gets OMP_NUM_THREADS=1)"""
+    task_id: Optional[int] = None
+    """run only the grid entry with this index (0-based; used by the Slurm job array)"""
+    slurm: Optional[str] = None
+    """write a Slurm job-array script for this grid to this file instead of running"""
+    wandb_sweep: Optional[str] = None
+    """write a wandb sweep configuration (YAML) for this grid to this file instead of running"""
+    dry_run: bool = False
+    """print the runs that would start, then exit"""
+
+
+def make_grid(scripts, envs, seeds):
+    """All (script, env, seed) triples in a fixed order, so a Slurm array index always means the same run."""
+    return [(script, env, seed) for script in scripts for env in envs for seed in seeds]
+
+
+def run_dir(out, script, env, seed):
+    return Path(out) / f"{env}__{Path(script).stem}__{seed}"
+
+
+def run_one(script, env, seed, out, extra):
+    """Run one script in its own dir; return its exit code (0 also when it was already done)."""
+    path = run_dir(out, script, env, seed)
+    if (path / "done").exists():
+        return 0
+    shutil.rmtree(path, ignore_errors=True)  # an unfinished run restarts from scratch
+    path.mkdir(parents=True)
+    cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
+    child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per run
+    start = time.time()
+    with open(path / "log.txt", "w") as log:
+        log.write(shlex.join(cmd) + "\n")
+        log.flush()
+        rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc == 0:
+        (path / "done").touch()
+    print(f"{'done' if rc == 0 else f'FAILED (exit {rc})'}: {path} in {time.time() - start:.0f}s", flush=True)
+    return rc
+
+
+def slurm_script(args, grid, extra):
+    """A job array with one grid entry per task; each task calls this file with --task-id."""
+    cmd = ["python", "benchmark/sweep.py", "--scripts", *args.scripts, "--envs", *args.envs,
+           "--seeds", *map(str, args.seeds), "--out", args.out, "--task-id"]  # fmt: skip
+    tail = shlex.join(["--", *extra]) if extra else ""
+    return f"""#!/bin/bash
+#SBATCH --job-name=ma-q-sweep
+#SBATCH --array=0-{len(grid) - 1}
+#SBATCH --cpus-per-task=1
+#SBATCH --output={args.out}/slurm-%A_%a.out
+# add --time/--partition/--mem for your cluster; submit from the repository root: sbatch {args.slurm}
+{shlex.join(cmd)} "$SLURM_ARRAY_TASK_ID" {tail}
+"""
+
+
+def wandb_sweep_config(args, extra):
+    """One grid sweep over script/env/seed; each wandb run calls this file on a 1x1x1 grid with --track."""
+    return {
+        "name": "ma-q-sweep",
+        "project": "ma-q-learning",  # the scripts' default --wandb-project-name
+        "program": "benchmark/sweep.py",
+        "method": "grid",
+        "metric": {"name": "eval/episodic_return", "goal": "maximize"},
+        "parameters": {
+            "scripts": {"values": list(args.scripts)},
+            "envs": {"values": list(args.envs)},
+            "seeds": {"values": list(args.seeds)},
+        },
+        # ${args_no_equals} expands to "--scripts vdn.py --envs lbf-easy --seeds 3"
+        "command": ["${env}", "${interpreter}", "${program}", "${args_no_equals}", "--out", args.out,
+                    "--workers", "1", "--", "--track", *extra],  # fmt: skip
+    }
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, extra = tyro.cli(Args, args=argv[:split]), argv[split + 1 :]
+    grid = make_grid(args.scripts, args.envs, args.seeds)
+
+    if args.slurm or args.wandb_sweep:
+        if args.slurm:
+            Path(args.out).mkdir(parents=True, exist_ok=True)  # Slurm opens --output before the job starts
+            Path(args.slurm).write_text(slurm_script(args, grid, extra))
+            print(f"wrote {args.slurm} ({len(grid)} array tasks); submit with: sbatch {args.slurm}")
+        if args.wandb_sweep:
+            import yaml  # installed with wandb
+
+            Path(args.wandb_sweep).write_text(yaml.safe_dump(wandb_sweep_config(args, extra), sort_keys=False))
+            print(f"wrote {args.wandb_sweep} ({len(grid)} runs); start with: wandb sweep {args.wandb_sweep}")
+        sys.exit(0)
+
+    if args.task_id is not None:
+        grid = [grid[args.task_id]]
+    todo = [run for run in grid if not (run_dir(args.out, *run) / "done").exists()]
+    print(f"{len(grid)} runs in the grid, {len(grid) - len(todo)} already done, {len(todo)} to run", flush=True)
+    if args.dry_run:
+        print("\n".join(f"{script} --env {env} --seed {seed}" for script, env, seed in todo))
+        sys.exit(0)
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        codes = list(pool.map(lambda run: run_one(*run, args.out, extra), todo))
+    failed = [run for run, rc in zip(todo, codes) if rc != 0]
+    for script, env, seed in failed:
+        print(f"failed: {script} --env {env} --seed {seed}; see {run_dir(args.out, script, env, seed) / 'log.txt'}")
+    sys.exit(1 if failed else 0)
