@@ -1,0 +1,171 @@
+"""Results table (the paper's Table 1 layout) and learning curves from the runs' TensorBoard event files.
+
+    python benchmark/report.py --runs sweeps --out sweeps/report
+
+Finds every run dir named `{env}__{exp_name}__{seed}__{unix_time}` under `--runs` and reads its `eval/episodic_return`.
+For each (task, algorithm): average the return over seeds at each evaluation step, take the maximum over steps, and give
+a 95% bootstrap CI over seeds at that step (the paper's metric, specs/dvdn.md §6). Ragged runs (seeds that stopped at
+different steps, e.g. a sweep still running): only the evaluation steps that every seed of that (task, algorithm)
+logged are used, so every point averages the same seeds. If a (env, exp_name, seed) appears twice, the newest run wins.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+
+@dataclass
+class Args:
+    runs: tuple[str, ...] = ("sweeps",)
+    """folders searched recursively for run dirs with TensorBoard event files"""
+    out: str = "sweeps/report"
+    """folder for report.md and one learning-curve PNG per task"""
+    tag: str = "eval/episodic_return"
+    """scalar to report (greedy evaluation return, logged at x = env steps)"""
+    n_resamples: int = 20_000
+    """bootstrap resamples of the seeds"""
+    seed: int = 0
+    """seed of the bootstrap RNG, so the report is reproducible"""
+
+
+COLUMNS = {"iql": "IQL", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
+TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
+    ("LBF (homogeneous)", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"}, ["iql", "dvdn_gt", "vdn_ps"]),
+    ("MARBLER (heterogeneous)", {"marbler-arctic": "Arctic", "marbler-material": "Material", "marbler-pcp": "PCP",
+                                 "marbler-warehouse": "Warehouse"}, ["iql", "dvdn", "vdn"]),
+]  # fmt: skip
+PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offset (10 seeds)
+    ("marbler-arctic", "iql"): (-43.51, -1.64, 1.65), ("marbler-arctic", "dvdn"): (-37.56, -1.01, 0.84),
+    ("marbler-arctic", "vdn"): (-30.93, -0.70, 0.76), ("marbler-material", "iql"): (12.81, -0.49, 0.51),
+    ("marbler-material", "dvdn"): (18.07, -1.14, 1.30), ("marbler-material", "vdn"): (21.82, -0.36, 0.36),
+    ("marbler-pcp", "iql"): (130.72, -0.81, 0.76), ("marbler-pcp", "dvdn"): (133.02, -0.67, 0.78),
+    ("marbler-pcp", "vdn"): (125.10, -2.57, 3.09), ("marbler-warehouse", "iql"): (21.99, -0.42, 0.38),
+    ("marbler-warehouse", "dvdn"): (28.74, -0.45, 0.45), ("marbler-warehouse", "vdn"): (23.65, -0.90, 0.93),
+    ("lbf-easy", "iql"): (0.81, -0.02, 0.02), ("lbf-easy", "dvdn_gt"): (0.89, -0.02, 0.02),
+    ("lbf-easy", "vdn_ps"): (0.94, -0.01, 0.01), ("lbf-medium", "iql"): (0.61, -0.02, 0.02),
+    ("lbf-medium", "dvdn_gt"): (0.72, -0.01, 0.02), ("lbf-medium", "vdn_ps"): (0.79, -0.02, 0.02),
+    ("lbf-hard", "iql"): (0.43, -0.01, 0.02), ("lbf-hard", "dvdn_gt"): (0.52, -0.01, 0.02),
+    ("lbf-hard", "vdn_ps"): (0.56, -0.02, 0.02),
+}  # fmt: skip
+
+
+def read_runs(folders, tag):
+    """{(env, exp_name): {seed: (steps, values)}} from every run dir under `folders` that logged `tag`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    newest = {}  # (env, exp_name, seed) -> (unix_time, run dir)
+    for folder in folders:
+        for path in sorted({p.parent for p in Path(folder).rglob("events.out.tfevents.*")}):
+            match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", path.name)
+            if match:
+                env, exp_name, seed, unix_time = match.groups()
+                key = (env, exp_name, int(seed))
+                if key in newest:
+                    print(f"two runs for {key}: keeping the newer one")
+                newest[key] = max(newest.get(key, (-1, None)), (int(unix_time), path))
+    runs = {}
+    for (env, exp_name, seed), (_, path) in sorted(newest.items()):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0}).Reload()  # 0 keeps every point
+        if tag in acc.Tags()["scalars"]:
+            events = acc.Scalars(tag)
+            runs.setdefault((env, exp_name), {})[seed] = ([e.step for e in events], [e.value for e in events])
+    return runs
+
+
+def common_steps(curves):
+    """Steps that every seed logged, and the (n_seeds, n_steps) matrix of values there; seeds sorted."""
+    steps = sorted(set.intersection(*(set(s) for s, _ in curves.values())))
+    rows = [dict(zip(*curves[seed])) for seed in sorted(curves)]
+    return np.array(steps), np.array([[row[s] for s in steps] for row in rows]).reshape(len(rows), len(steps))
+
+
+def bootstrap_ci(values, n_resamples=20_000, seed=0):
+    """95% percentile bootstrap CI of the mean: resample the seeds with replacement, take 2.5/97.5 percentiles."""
+    values = np.asarray(values, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(n_resamples, len(values)))
+    lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def best_point(curves, n_resamples=20_000, seed=0):
+    """Max over eval steps of the seed-mean return, with its bootstrap CI; None if the seeds share no step."""
+    steps, values = common_steps(curves)
+    if len(steps) == 0:
+        return None
+    i = int(np.argmax(values.mean(axis=0)))  # the first step wins a tie
+    lo, hi = bootstrap_ci(values[:, i], n_resamples, seed)
+    return {"step": int(steps[i]), "mean": float(values[:, i].mean()), "lo": lo, "hi": hi, "n_seeds": len(curves)}
+
+
+def format_ci(mean, lo, hi):
+    """'0.87 (-0.02, 0.02)': the CI as offsets from the mean, like the paper."""
+    lo_off, hi_off = round(lo - mean, 2) + 0.0, round(hi - mean, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{mean:.2f} ({lo_off:.2f}, {hi_off:.2f})"
+
+
+def make_table(title, tasks, exp_names, results):
+    """Markdown table, rows = tasks, columns = algorithms; each cell is ours (n seeds) and the paper's number."""
+    lines = [f"### {title}", "", "| task | " + " | ".join(COLUMNS.get(e, e) for e in exp_names) + " |",
+             "|---" * (len(exp_names) + 1) + "|"]  # fmt: skip
+    for env, task in tasks.items():
+        cells = []
+        for exp_name in exp_names:
+            best = results.get((env, exp_name), "not run")
+            cell = best if isinstance(best, str) else f"{format_ci(best['mean'], best['lo'], best['hi'])} n={best['n_seeds']}"
+            if (env, exp_name) in PAPER:
+                mean, lo_off, hi_off = PAPER[env, exp_name]
+                cell += f"; paper {format_ci(mean, mean + lo_off, mean + hi_off)}"
+            cells.append(cell)
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_task(env, runs, path, n_resamples, seed):
+    """Seed mean and 95% bootstrap band vs env steps, one line per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for exp_name in sorted(e for t, e in runs if t == env):
+        steps, values = common_steps(runs[env, exp_name])
+        band = np.array([bootstrap_ci(v, n_resamples, seed) for v in values.T]).reshape(-1, 2)
+        line = ax.plot(steps, values.mean(axis=0), label=f"{COLUMNS.get(exp_name, exp_name)} (n={len(values)})")[0]
+        ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
+    ax.set(title=env, xlabel="environment steps", ylabel="greedy evaluation return")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    runs = read_runs(args.runs, args.tag)
+    print(f"found {sum(len(c) for c in runs.values())} runs in {len(runs)} (task, algorithm) groups")
+    results = {}
+    for key, curves in runs.items():
+        results[key] = best_point(curves, args.n_resamples, args.seed) or "no step common to all seeds"
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    known = {env for _, tasks, _ in TABLES for env in tasks}
+    tables = [(t, tasks, cols + sorted({e for env, e in runs if env in tasks} - set(cols))) for t, tasks, cols in TABLES]
+    others = sorted({env for env, _ in runs} - known)
+    if others:
+        tables.append(("Other tasks", {env: env for env in others}, sorted({e for env, e in runs if env in others})))
+    text = [f"## Results: maximum average `{args.tag}` over evaluation points, 95% bootstrap CI over seeds", "",
+            f"Each cell: ours as mean (CI low - mean, CI high - mean) with n seeds; then the paper's Table 1 number. "
+            f"Bootstrap: {args.n_resamples} resamples of the seeds, percentiles 2.5/97.5, RNG seed {args.seed}. "
+            f"Only evaluation steps that every seed of a cell reached are used. Generated by `benchmark/report.py`.", ""]  # fmt: skip
+    text += [make_table(*table, results) for table in tables]
+    for env in sorted({env for env, _ in runs}):
+        plot_task(env, runs, out / f"{env}.png", args.n_resamples, args.seed)
+        text.append(f"![{env}]({env}.png)\n")
+    (out / "report.md").write_text("\n".join(text))
+    print("\n".join(text))
+    print(f"wrote {out / 'report.md'}")
