@@ -11,6 +11,8 @@ observations show load flags one step late, the controller is refreshed every 15
 MARBLER's loose tolerances. Deviation (§2.8, project decision): the time-out is reported as truncated.
 """
 
+import random
+
 import numpy as np
 from cvxopt import matrix, solvers
 
@@ -225,7 +227,7 @@ class PredatorCapturePrey:
     capture_radius = np.array([0.0, 0.0, 0.25, 0.25])
     num_prey, robot_right_thresh, prey_left_thresh, step_dist, start_dist = 6, -0.5, 0.5, 0.2, 0.3
 
-    def reset(self, rng):
+    def reset(self, rng, py_rng):
         width = self.robot_right_thresh - LEFT  # 0.8999..., computed as the original does (§2.12)
         poses = grid_spawn(rng, self.n_agents, self.start_dist, width, DOWN - UP)
         poses[0] -= width / 2 - self.robot_right_thresh  # spawn on the left, facing +x (§3.3)
@@ -285,7 +287,7 @@ class Warehouse:
     n_agents, obs_size, n_actions, max_episode_steps, ticks, penalty = 6, 18, 5, 100, 29, -5.0
     step_dist, start_dist, goal_width = 0.2, 0.6, 0.5
 
-    def reset(self, rng):
+    def reset(self, rng, py_rng):
         poses = grid_spawn(rng, self.n_agents, self.start_dist, RIGHT - LEFT, DOWN - UP)
         poses[0] += (1.5 + LEFT) / 2 - (1.5 - RIGHT) / 2  # both shifts are 0 for the config (§4.3)
         poses[1] += (1 - DOWN) / 2 - (1 + UP) / 2
@@ -332,7 +334,7 @@ class MaterialTransport:
     capacity = np.array([5, 5, 15, 15])
     goal_width, zone1_radius, start_dist = 0.5, 0.35, 0.3
 
-    def reset(self, rng):
+    def reset(self, rng, py_rng):
         self.zone1 = int(rng.normal(100, 10))  # int() truncates toward zero (§5.4)
         self.zone2 = int(rng.normal(20, 4))
         poses = grid_spawn(rng, self.n_agents, self.start_dist, self.goal_width, DOWN - UP)
@@ -398,9 +400,11 @@ class ArcticTransport:
     others = ((1, 2, 3), (0, 2, 3), (3, 0, 1), (2, 0, 1))  # order of the other agents' rows (§6.5)
     start = np.array([[-0.3, 0.3, -0.9, 0.9], [-0.8, -0.8, -0.8, -0.8], [np.pi / 2] * 4])
 
-    def reset(self, rng):
+    def reset(self, rng, py_rng):
         self.grid = rng.randint(3, size=(8, 12))
-        goal = rng.randint(1, 12)  # MARBLER uses unseeded Python `random` here (§2.12, harmless deviation)
+        # MARBLER draws the goal column from Python's unseeded global `random` (§2.12); a seeded per-env
+        # random.Random keeps numpy's stream exactly as MARBLER consumes it (only the column differs)
+        goal = py_rng.randint(1, 11)
         self.grid[0:2, goal - 1 : goal + 1] = 3
         self.grid[7, 1:11] = 0
         self.goal = np.array([0.25 * goal - 1.5, 0.5])
@@ -470,12 +474,13 @@ class MarblerEnv:
         self.episode_limit = self.task.max_episode_steps + 1  # the time-out ends step max + 1 (§2.8)
         self.sim = Simulator(self.n_agents, solver)
         self.rng = np.random.RandomState(seed)  # same stream as MARBLER's legacy global numpy draws (§2.12)
+        self.py_rng = random.Random(seed)  # stands in for Python's global `random` (AT goal column only)
         self.real_first_obs = real_first_obs
         self.poses = None
         self._fig = None
 
     def reset(self):
-        self.poses = self.task.reset(self.rng)  # (3, n_agents): x, y, theta
+        self.poses = self.task.reset(self.rng, self.py_rng)  # (3, n_agents): x, y, theta
         # MARBLER's zero-velocity tick at reset only re-wraps the headings (its violation test is repeated
         # by the first tick of step 1, which starts from the same positions)
         self.poses[2] = np.arctan2(np.sin(self.poses[2]), np.cos(self.poses[2]))
