@@ -1,0 +1,384 @@
+# docs and experiment results: README.md#dvdn_gtpy (parent: dvdn.py)
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from envs import make_env
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of the experiment; defaults to the file name so runs group by script"""
+    seed: int = 1
+    """seed for python, numpy, torch and the environment"""
+    torch_deterministic: bool = True
+    """if True, set torch.backends.cudnn.deterministic = True"""
+    cuda: bool = True
+    """if True and a GPU is visible, train on it"""
+    track: bool = False
+    """if True, mirror the TensorBoard scalars to Weights & Biases"""
+    wandb_project_name: str = "ma-q-learning"
+    """wandb project (one name shared by all five scripts)"""
+    wandb_entity: Optional[str] = None
+    """wandb team or user; None means your default entity"""
+    save_model: bool = False
+    """if True, save the agents' parameters to runs/{run_name}/{exp_name}.pt at the end"""
+
+    # Algorithm specific arguments
+    env: str = "lbf-easy"
+    """environment preset defined in envs/ (lbf-easy, lbf-medium, lbf-hard, marbler-*) or a raw lbforaging id"""
+    total_timesteps: int = 2_000_000
+    """environment steps to train for"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    buffer_size: int = 5000
+    """replay memory size in episodes"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_network_frequency: int = 200
+    """gradient steps between hard target-network updates"""
+    batch_size: int = 32
+    """episodes per gradient step; training starts once this many episodes are stored"""
+    start_e: float = 1.0
+    """epsilon at the start of training"""
+    end_e: float = 0.05
+    """epsilon after the exploration phase"""
+    exploration_steps: int = 50_000
+    """environment steps over which epsilon decays linearly from start-e to end-e"""
+    max_grad_norm: float = 10.0
+    """gradient-norm clip of each update"""
+    hidden_dim: int = 64
+    """width of the fc and GRU layers of each agent's network"""
+    double_q: bool = True
+    """if True, the online network picks the next action and the target network values it (double Q-learning)"""
+    standardise_rewards: bool = True
+    """if True, standardise the team reward with its running mean and standard deviation"""
+    eval_frequency: int = 50_000
+    """environment steps between greedy evaluations"""
+    eval_episodes: int = 100
+    """episodes per greedy evaluation, on a separately seeded env"""
+    topology: Literal["switching", "static", "complete", "none"] = "switching"
+    """communication graph: a new random connected graph every training step, one drawn once, all-to-all, or no links"""
+    link_prob: float = 0.5
+    """probability that each link is up when a random graph is drawn"""
+    consensus_rounds: int = 1
+    """Metropolis averaging rounds on the local TDs per training step (K)"""
+    beta1: float = 0.9
+    """GTAdam decay of the first moment of the tracker z"""
+    beta2: float = 0.999
+    """GTAdam decay of the second moment of the tracker z"""
+    adam_eps: float = 1e-8
+    """GTAdam epsilon in the denominator"""
+    bias_correction: bool = True
+    """if True, GTAdam divides m and v by (1 - beta^t) as Adam does"""
+
+
+# ALGO LOGIC: initialize agent here:
+class QNetwork(nn.Module):
+    """fc -> ReLU -> GRU -> fc. One step of nn.GRU is one GRUCell step; whole episodes train in one call."""
+
+    def __init__(self, obs_size: int, n_actions: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_size, hidden_dim)
+        self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)
+        self.fc2 = nn.Linear(hidden_dim, n_actions)
+
+    def forward(self, obs: torch.Tensor, hidden: Optional[torch.Tensor] = None):
+        x, hidden = self.rnn(F.relu(self.fc1(obs)), hidden)  # (batch, time, hidden_dim), starts from zeros if None
+        return self.fc2(x), hidden  # q-values (batch, time, n_actions)
+
+
+def q_step(q_networks, obs, hidden, device):
+    """One time step of every agent's recurrent network: q-values (n_agents, n_actions) and the new hidden states."""
+    hidden = [None] * len(obs) if hidden is None else hidden  # None: first step of an episode
+    ids = torch.eye(len(obs), device=device)  # agent i appends one-hot(i) to its observation, as in vdn_ps.py
+    with torch.no_grad():
+        out = [q_networks[i](torch.cat([torch.as_tensor(obs[i], device=device), ids[i]]).view(1, 1, -1), hidden[i])
+               for i in range(len(obs))]  # fmt: skip
+    return torch.cat([q.view(1, -1) for q, _ in out]).cpu(), [h for _, h in out]
+
+
+def td_error(q_network, target_network, obs, actions, rewards, terminated, gamma: float, double_q: bool):
+    """delta = r + gamma * (1 - terminated) * Q^-(o', argmax_u Q(o', u)) - Q(o, a), and Q(o, a); shapes (batch, time).
+
+    obs: (batch, time + 1, obs_size) whole episodes from t = 0, actions, rewards, terminated: (batch, time)."""
+    q_values, _ = q_network(obs)  # (batch, time + 1, n_actions)
+    with torch.no_grad():
+        target_q, _ = target_network(obs)
+        next_actions = (q_values if double_q else target_q)[:, 1:].argmax(-1, keepdim=True)
+        next_q = target_q[:, 1:].gather(-1, next_actions).squeeze(-1)
+    old_val = q_values[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return rewards + gamma * (1.0 - terminated) * next_q - old_val, old_val
+
+
+class ReplayBuffer:
+    """Whole episodes in a ring of `capacity` slots, zero-padded to the episode limit; `mask` marks real steps."""
+
+    def __init__(self, capacity: int, episode_limit: int, n_agents: int, obs_size: int):
+        self.obs = np.zeros((capacity, episode_limit + 1, n_agents, obs_size), dtype=np.float32)
+        self.actions = np.zeros((capacity, episode_limit, n_agents), dtype=np.int64)
+        self.rewards = np.zeros((capacity, episode_limit), dtype=np.float32)  # team reward
+        self.terminated = np.zeros((capacity, episode_limit), dtype=np.float32)
+        self.mask = np.zeros((capacity, episode_limit), dtype=np.float32)
+        self.capacity, self.pos, self.size, self.t = capacity, 0, 0, 0
+
+    def add(self, obs, actions, reward, next_obs, terminated):
+        """Writes step t of the episode being recorded into slot pos."""
+        self.obs[self.pos, self.t], self.obs[self.pos, self.t + 1] = np.stack(obs), np.stack(next_obs)
+        self.actions[self.pos, self.t] = actions
+        self.rewards[self.pos, self.t] = reward
+        self.terminated[self.pos, self.t] = terminated
+        self.mask[self.pos, self.t] = 1.0
+        self.t += 1
+
+    def end_episode(self):
+        """Clears what an older, longer episode left in the slot, then moves to the next slot."""
+        p, t = self.pos, self.t
+        self.obs[p, t + 1 :], self.actions[p, t:], self.rewards[p, t:], self.terminated[p, t:], self.mask[p, t:] = 0, 0, 0, 0, 0
+        self.pos, self.size, self.t = (p + 1) % self.capacity, min(self.size + 1, self.capacity), 0
+
+    def sample(self, batch_size: int, device):
+        """Episodes drawn uniformly without replacement, cut to the longest one drawn."""
+        idx = np.random.choice(self.size, batch_size, replace=False)
+        t = int(self.mask[idx].sum(1).max())
+        data = self.obs[idx, : t + 1], self.actions[idx, :t], self.rewards[idx, :t], self.terminated[idx, :t], self.mask[idx, :t]
+        return [torch.as_tensor(x, device=device) for x in data]
+
+
+class RunningMeanStd:
+    """Running mean and variance of a stream of numbers (parallel-batch Welford update)."""
+
+    def __init__(self):
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x: torch.Tensor):
+        batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+
+def random_graph(n_agents: int, link_prob: float):
+    """Adjacency matrix of a random undirected graph, each link up with probability link_prob, redrawn until connected."""
+    while True:
+        upper = np.triu(np.random.random((n_agents, n_agents)) < link_prob, k=1)
+        adj = (upper | upper.T).astype(np.float64)
+        if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():  # every agent reaches every other
+            return adj
+
+
+def metropolis_weights(adj: np.ndarray):
+    """Metropolis-Hastings mixing matrix: symmetric, rows and columns sum to 1."""
+    deg = adj.sum(axis=1)
+    w = adj / (1.0 + np.maximum(deg[:, None], deg[None, :]))  # W_ij = 1 / (1 + max(d_i, d_j)) on edges
+    w[np.diag_indices_from(w)] = 1.0 - w.sum(axis=1)  # self weight takes the remainder
+    return w
+
+
+def consensus(deltas: torch.Tensor, W: torch.Tensor, rounds: int):
+    """x_i(0) = delta_i, x_i(k+1) = sum_j W_ij x_j(k): agent i only hears from its neighbours. deltas: (..., n_agents)"""
+    x = deltas
+    for _ in range(rounds):
+        x = x @ W.T
+    return x
+
+
+def gtadam_step(W, w, z, g, g_prev, m, v, t: int, lr: float, beta1: float, beta2: float, eps: float, bias_correction: bool):
+    """Gradient tracking with an Adam step, eqs. (4c)-(4d). Row i of every (n_agents, n_params) tensor is agent i's,
+    and it only mixes the rows of its neighbours (W_ij > 0). Returns the new w, z, m, v."""
+    z = W @ z + g - g_prev  # (4c): the network mean of z stays the mean of the newest local gradients
+    m = beta1 * m + (1 - beta1) * z
+    v = beta2 * v + (1 - beta2) * z**2
+    m_hat, v_hat = (m / (1 - beta1**t), v / (1 - beta2**t)) if bias_correction else (m, v)
+    w = W @ w - lr * m_hat / (v_hat.sqrt() + eps)  # (4d): average the neighbours' parameters, then step along the tracker
+    return w, z, m, v
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
+    slope = (end_e - start_e) / duration
+    return max(slope * t + start_e, end_e)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
+                 "hidden_dim", "eval_frequency", "eval_episodes"]:  # fmt: skip
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.batch_size > args.buffer_size:
+        raise SystemExit(f"error: --batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
+    if args.consensus_rounds < 0:
+        raise SystemExit(f"error: --consensus-rounds must be 0 or more, got {args.consensus_rounds}")
+    if not 0.0 <= args.link_prob <= 1.0:
+        raise SystemExit(f"error: --link-prob must lie in [0, 1], got {args.link_prob}")
+    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.track:
+        import wandb  # lazy: untracked runs never import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # TRY NOT TO MODIFY: env setup
+    try:
+        env, eval_env = make_env(args.env, args.seed), make_env(args.env, args.seed + 100_000)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    n_agents = env.n_agents
+
+    # ALGO LOGIC: one Q-network per agent, input o_i + one-hot(i), all starting from the same weights (an agreed seed)
+    q_networks = [QNetwork(env.obs_size + n_agents, env.n_actions, args.hidden_dim).to(device) for _ in range(n_agents)]
+    target_networks = [QNetwork(env.obs_size + n_agents, env.n_actions, args.hidden_dim).to(device) for _ in range(n_agents)]
+    for i in range(n_agents):
+        q_networks[i].load_state_dict(q_networks[0].state_dict())
+        target_networks[i].load_state_dict(q_networks[i].state_dict())
+    # GTAdam state, row i is agent i's: parameters w, tracker z, last local gradient g_prev, moments m and v
+    w = torch.stack([parameters_to_vector(q_networks[i].parameters()) for i in range(n_agents)]).detach()
+    z, g_prev, m, v = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
+    hidden = None
+    if args.topology in ("switching", "static") and n_agents > 1 and args.link_prob == 0:
+        raise SystemExit("error: --link-prob 0 never connects the agents; use --topology none to train without links")
+    if args.topology in ("switching", "static"):
+        adj = random_graph(n_agents, args.link_prob)
+    else:
+        adj = np.ones((n_agents, n_agents)) - np.eye(n_agents) if args.topology == "complete" else np.zeros((n_agents, n_agents))
+
+    rb = ReplayBuffer(args.buffer_size, env.episode_limit, n_agents, env.obs_size)
+    reward_stats = RunningMeanStd()
+    gradient_step = 0
+    start_time = time.time()
+
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = env.reset()
+    for global_step in range(args.total_timesteps):
+        # ALGO LOGIC: put action logic here
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
+        q_values, hidden = q_step(q_networks, obs, hidden, device)  # (n_agents, n_actions)
+        explore = np.random.random(n_agents) < epsilon  # drawn every step, so the RNG stream never depends on q
+        random_actions = np.random.randint(env.n_actions, size=n_agents)
+        actions = np.where(explore, random_actions, q_values.argmax(-1).numpy())
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        if "episode" in info:
+            print(f"global_step={global_step}, episodic_return={info['episode']['r']:.4f}")
+            writer.add_scalar("charts/episodic_return", info["episode"]["r"], global_step)
+            writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
+            writer.add_scalar("charts/epsilon", epsilon, global_step)
+
+        # TRY NOT TO MODIFY: store the step with the team reward; `terminated` only, so a time-out bootstraps
+        rb.add(obs, actions, sum(rewards), next_obs, terminated)
+
+        # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+        obs = next_obs
+        if terminated or truncated:
+            rb.end_episode()
+            obs, _ = env.reset()
+            hidden = None
+
+        # ALGO LOGIC: training, one gradient step per finished episode
+        if (terminated or truncated) and rb.size >= args.batch_size:
+            obs_b, actions_b, rewards_b, terminated_b, mask_b = rb.sample(args.batch_size, device)
+            if args.standardise_rewards:
+                reward_stats.update(rewards_b[mask_b > 0])
+                rewards_b = (rewards_b - reward_stats.mean) / np.sqrt(reward_stats.var + 1e-8)
+            obs_ids = torch.cat([obs_b, torch.eye(n_agents, device=device).expand(*obs_b.shape[:2], -1, -1)], -1)
+            deltas, old_vals = zip(*[
+                td_error(q_networks[i], target_networks[i], obs_ids[:, :, i], actions_b[:, :, i], rewards_b / n_agents, terminated_b,
+                         args.gamma, args.double_q)
+                for i in range(n_agents)
+            ])  # fmt: skip
+            deltas = torch.stack(deltas, dim=-1)  # (batch, time, n_agents): local TDs with reward share R / N
+
+            # consensus on the TDs over this step's graph, eq. (2); delta_-i estimates the others' sum, eq. (4a)
+            if args.topology == "switching":
+                adj = random_graph(n_agents, args.link_prob)
+            W = torch.as_tensor(metropolis_weights(adj), dtype=torch.float32, device=device)
+            delta_minus = n_agents * consensus(deltas.detach(), W, args.consensus_rounds) - deltas.detach()
+            # agent i minimises mean((delta_i + delta_-i)^2) with delta_-i held constant
+            loss = ((deltas + delta_minus) ** 2 * mask_b.unsqueeze(-1)).sum() / mask_b.sum()
+
+            for i in range(n_agents):
+                q_networks[i].zero_grad()
+            loss.backward()  # agent i's parameters get the gradient of its own loss only
+            for i in range(n_agents):
+                nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)
+            g = torch.stack([parameters_to_vector(p.grad for p in q_networks[i].parameters()) for i in range(n_agents)])  # (4b)
+            w, z, m, v = gtadam_step(W, w, z, g, g_prev, m, v, gradient_step + 1, args.learning_rate, args.beta1, args.beta2,
+                                     args.adam_eps, args.bias_correction)  # fmt: skip
+            g_prev = g
+            for i in range(n_agents):
+                vector_to_parameters(w[i], q_networks[i].parameters())
+            gradient_step += 1
+
+            if gradient_step % 10 == 0:
+                writer.add_scalar("losses/td_loss", loss.item() / n_agents, global_step)
+                jtd_error = ((deltas + delta_minus) - deltas.sum(-1, keepdim=True)).abs().detach()  # what consensus loses
+                writer.add_scalar("losses/jtd_error", jtd_error[mask_b > 0].mean().item(), global_step)
+                writer.add_scalar("charts/param_disagreement", (w - w.mean(0)).norm(dim=1).mean().item(), global_step)
+                writer.add_scalar("losses/q_values", torch.stack(old_vals, -1)[mask_b > 0].mean().item(), global_step)
+
+            # update target network
+            if gradient_step % args.target_network_frequency == 0:
+                for i in range(n_agents):
+                    target_networks[i].load_state_dict(q_networks[i].state_dict())
+
+        # TRY NOT TO MODIFY: progress line
+        if (global_step + 1) % 10_000 == 0:
+            sps = (global_step + 1) / (time.time() - start_time)
+            eta = (args.total_timesteps - global_step - 1) / sps
+            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={int(eta // 60)}m{int(eta % 60):02d}s")
+            writer.add_scalar("charts/SPS", int(sps), global_step)
+
+        # ALGO LOGIC: greedy evaluation on a separately seeded env
+        if (global_step + 1) % args.eval_frequency == 0 or global_step + 1 == args.total_timesteps:
+            eval_returns = []
+            for _ in range(args.eval_episodes):
+                eval_obs, _ = eval_env.reset()
+                eval_hidden, eval_done = None, False
+                while not eval_done:
+                    eval_q, eval_hidden = q_step(q_networks, eval_obs, eval_hidden, device)
+                    eval_obs, _, eval_terminated, eval_truncated, eval_info = eval_env.step(eval_q.argmax(-1).numpy())
+                    eval_done = eval_terminated or eval_truncated
+                eval_returns.append(eval_info["episode"]["r"])
+            print(f"global_step={global_step + 1}, eval_episodic_return={np.mean(eval_returns):.4f}")
+            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step + 1)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.pt"
+        torch.save([q_networks[i].state_dict() for i in range(n_agents)], model_path)
+        print(f"model saved to {model_path}")
+
+    env.close()
+    eval_env.close()
+    writer.close()
