@@ -50,7 +50,7 @@ def grid_spawn(rng, n, spacing, width, height):
 
 def waypoints(x, y, moves, step):
     """§2.3: action ids 0 left, 1 right, 2 "up" (-y), 3 "down" (+y), 4 stay; only the limit ahead is applied."""
-    wx, wy = np.clip(x, LEFT, RIGHT), np.clip(y, UP, DOWN)
+    wx, wy = np.minimum(np.maximum(x, LEFT), RIGHT), np.minimum(np.maximum(y, UP), DOWN)
     wx = np.where(moves == 0, np.maximum(x - step, LEFT), np.where(moves == 1, np.minimum(x + step, RIGHT), wx))
     wy = np.where(moves == 2, np.maximum(y - step, UP), np.where(moves == 3, np.minimum(y + step, DOWN), wy))
     return wx, wy
@@ -160,8 +160,8 @@ class Simulator:
         scale = np.where(norm > GOTO_LIMIT, GOTO_LIMIT / np.where(norm > 0, norm, 1.0), 1.0)
         ux, uy = self.qp(xi_x, xi_y, ux * scale, uy * scale)
         v = cos * ux + sin * uy
-        w = np.clip((1 / PROJECTION) * (-sin * ux + cos * uy), -np.pi, np.pi)  # reciprocal, as the original
-        return np.clip(v, -MAX_V, MAX_V), np.clip(w, -MAX_W, MAX_W)
+        w = np.minimum(np.maximum((1 / PROJECTION) * (-sin * ux + cos * uy), -np.pi), np.pi)  # reciprocal (§8.6)
+        return np.minimum(np.maximum(v, -MAX_V), MAX_V), np.minimum(np.maximum(w, -MAX_W), MAX_W)
 
     def violation(self, x, y, cos, sin):
         """§2.7 for a block of poses (ticks, n): per-tick boundary and collision flags."""
@@ -187,9 +187,10 @@ class Simulator:
             cos0, sin0 = np.cos(th), np.sin(th)
             v, w = self.controller(x, y, cos0, sin0, wx, wy)
             dth = DT * w
+            t, s_, c_ = np.empty(self.n), np.empty(self.n), np.empty(self.n)
             for k in range(nt):  # §2.5: theta <- atan2(sin(theta + dt w), cos(theta + dt w))
-                t = th_k[k] + dth
-                th_k[k + 1] = np.arctan2(np.sin(t), np.cos(t))
+                np.add(th_k[k], dth, out=t)
+                np.arctan2(np.sin(t, out=s_), np.cos(t, out=c_), out=th_k[k + 1])
             cos, sin = np.cos(th_k[:nt]), np.sin(th_k[:nt])
             xs, ys = np.empty((nt + 1, self.n)), np.empty((nt + 1, self.n))
             xs[0], ys[0] = x, y
@@ -200,7 +201,7 @@ class Simulator:
             bad = boundary | collision
             stop = int(np.argmax(bad)) if bad.any() else nt  # the violating tick is still integrated (§2.6)
             last = min(stop + 1, nt)
-            disp.append(np.hypot(np.diff(xs[: last + 1], axis=0), np.diff(ys[: last + 1], axis=0)))
+            disp.append(np.hypot(xs[1 : last + 1] - xs[:last], ys[1 : last + 1] - ys[:last]))
             x, y, th = xs[last], ys[last], th_k[last]
             if stop < nt:
                 message = "collision_boundary" if boundary[stop] and collision[stop] else (
