@@ -86,7 +86,7 @@ if __name__ == "__main__":
             ("  boundary", share_se(messages == "boundary"), f"{ref_b / 2:.1f} %"),
             ("  collision", share_se(messages == "collision"), f"{ref_c / 2:.1f} %"),
             ("  both in one tick", share_se(messages == "collision_boundary"), "-"),
-            ("return of agent 0 (sd)", f"{mean_se(returns)} ({np.std(returns, ddof=1):.2f})", f"{ref_ret} ({ref_sd})"),
+            ("return of agent 0 (sd)", f"{mean_se(returns)} ({np.std(returns):.2f})", f"{ref_ret} ({ref_sd})"),
             ("team return (sum over agents)", mean_se(teams), f"{ref_team}"),
         ]
         if ref_rem is not None:
