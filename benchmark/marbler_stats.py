@@ -45,6 +45,29 @@ REFERENCE = {
 ORIGINAL_MS = {"marbler-pcp": 2.6, "marbler-warehouse": 3.4, "marbler-material": 6.3, "marbler-arctic": 3.3}  # §8.5
 
 
+def random_episodes(name, n, solver="cvxopt", seed=0):
+    """§9.1 protocol: after each reset every agent draws randint(n_actions) from the same numpy RandomState
+    that spawns the episodes (MARBLER used numpy's global RNG for both). Returns per-episode arrays."""
+    env = MarblerEnv(name, seed, solver=solver)
+    out = {"length": [], "return": [], "team": [], "message": [], "remaining": []}
+    for _ in range(n):
+        env.reset()
+        ret = team = length = 0
+        while True:
+            actions = [env.rng.randint(env.n_actions) for _ in range(env.n_agents)]
+            _, rewards, terminated, truncated, info = env.step(actions)
+            ret, team, length = ret + rewards[0], team + sum(rewards), length + 1
+            if terminated or truncated:
+                break
+        out["length"].append(length)
+        out["return"].append(ret)
+        out["team"].append(team)
+        out["message"].append(info.get("message", ""))
+        if "remaining" in info:
+            out["remaining"].append(info["remaining"])
+    return {k: np.array(v) for k, v in out.items()}
+
+
 def mean_se(x):
     return f"{np.mean(x):.2f} ± {np.std(x, ddof=1) / np.sqrt(len(x)):.2f}"
 
@@ -58,26 +81,10 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     print(f"solver={args.solver} episodes={args.episodes} seed={args.seed}")
     for name in args.tasks:
-        env = MarblerEnv(name, args.seed, solver=args.solver)
-        lengths, returns, teams, messages, remaining = [], [], [], [], []
         start = time.perf_counter()
-        for _ in range(args.episodes):
-            env.reset()
-            ret = team = length = 0
-            while True:
-                actions = [env.rng.randint(env.n_actions) for _ in range(env.n_agents)]
-                _, rewards, terminated, truncated, info = env.step(actions)
-                ret, team, length = ret + rewards[0], team + sum(rewards), length + 1
-                if terminated or truncated:
-                    break
-            lengths.append(length)
-            returns.append(ret)
-            teams.append(team)
-            messages.append(info.get("message", ""))
-            if "remaining" in info:
-                remaining.append(info["remaining"])
+        stats = random_episodes(name, args.episodes, args.solver, args.seed)
         seconds = time.perf_counter() - start
-        messages = np.array(messages)
+        lengths, returns, teams, messages, remaining = (stats[k] for k in ("length", "return", "team", "message", "remaining"))
         ref_len, ref_b, ref_c, ref_ret, ref_sd, ref_team, ref_rem = REFERENCE[name]
         ms = 1e3 * seconds / sum(lengths)
         rows = [

@@ -10,42 +10,12 @@ import os
 import numpy as np
 import pytest
 
+from benchmark.marbler_stats import REFERENCE, random_episodes  # §9.1 reference values and protocol
 from envs import make_env
 from envs.marbler import TASKS, MarblerEnv, Simulator, active_set_qp, waypoints
 
 LIMITS = {"marbler-arctic": 61, "marbler-material": 71, "marbler-pcp": 81, "marbler-warehouse": 101}
 STAY = {"marbler-arctic": 4, "marbler-material": 16, "marbler-pcp": 4, "marbler-warehouse": 4}  # MT: 4 * move + msg
-# §9.1: MARBLER on simulator 6bb184e, numpy seed 0, uniform-random actions, 200 episodes:
-# mean length, boundary and collision counts, mean return of agent 0 and its sd, mean team return, mean remaining
-REFERENCE = {
-    "marbler-pcp": (70.0, 43, 9, -4.74, 1.44, -18.98, 6.0),
-    "marbler-warehouse": (71.2, 85, 12, -2.32, 2.51, -14.05, None),
-    "marbler-material": (64.9, 32, 3, -7.26, 1.26, -29.03, 118.3),
-    "marbler-arctic": (46.4, 70, 6, -36.2, 8.5, -144.9, None),
-}
-
-
-def random_episodes(name, n, solver="cvxopt", seed=0):
-    """§9.1 protocol: after each reset every agent draws randint(n_actions) from the same numpy RandomState
-    that spawns the episodes (MARBLER used numpy's global RNG for both)."""
-    env = MarblerEnv(name, seed, solver=solver)
-    out = {"length": [], "return": [], "team": [], "message": [], "remaining": []}
-    for _ in range(n):
-        env.reset()
-        ret = team = length = 0
-        while True:
-            actions = [env.rng.randint(env.n_actions) for _ in range(env.n_agents)]
-            _, rewards, terminated, truncated, info = env.step(actions)
-            ret, team, length = ret + rewards[0], team + sum(rewards), length + 1
-            if terminated or truncated:
-                break
-        out["length"].append(length)
-        out["return"].append(ret)
-        out["team"].append(team)
-        out["message"].append(info.get("message", ""))
-        if "remaining" in info:
-            out["remaining"].append(info["remaining"])
-    return {k: np.array(v) for k, v in out.items()}
 
 
 def place(env, x, y, theta):
