@@ -135,14 +135,16 @@ class ReplayBuffer:
     def end_episode(self):
         """Clears what an older, longer episode left in the slot, then moves to the next slot."""
         p, t = self.pos, self.t
-        self.obs[p, t + 1 :], self.actions[p, t:], self.rewards[p, t:], self.terminated[p, t:], self.mask[p, t:] = 0, 0, 0, 0, 0
+        self.obs[p, t + 1 :], self.actions[p, t:], self.rewards[p, t:] = 0, 0, 0
+        self.terminated[p, t:], self.mask[p, t:] = 0, 0
         self.pos, self.size, self.t = (p + 1) % self.capacity, min(self.size + 1, self.capacity), 0
 
     def sample(self, batch_size: int, device):
         """Episodes drawn uniformly without replacement, cut to the longest one drawn."""
         idx = np.random.choice(self.size, batch_size, replace=False)
         t = int(self.mask[idx].sum(1).max())
-        data = self.obs[idx, : t + 1], self.actions[idx, :t], self.rewards[idx, :t], self.terminated[idx, :t], self.mask[idx, :t]
+        data = (self.obs[idx, : t + 1], self.actions[idx, :t], self.rewards[idx, :t], self.terminated[idx, :t],
+                self.mask[idx, :t])  # fmt: skip
         return [torch.as_tensor(x, device=device) for x in data]
 
 
@@ -247,7 +249,7 @@ if __name__ == "__main__":
     if args.topology in ("switching", "static"):
         adj = random_graph(n_agents, args.link_prob)
     else:
-        adj = np.ones((n_agents, n_agents)) - np.eye(n_agents) if args.topology == "complete" else np.zeros((n_agents, n_agents))
+        adj = np.ones((n_agents, n_agents)) - np.eye(n_agents) if args.topology == "complete" else np.zeros((n_agents,) * 2)
 
     rb = ReplayBuffer(args.buffer_size, env.episode_limit, n_agents, env.obs_size)
     reward_stats = RunningMeanStd()
@@ -289,8 +291,8 @@ if __name__ == "__main__":
                 reward_stats.update(rewards_b[mask_b > 0])
                 rewards_b = (rewards_b - reward_stats.mean) / np.sqrt(reward_stats.var + 1e-8)
             deltas, old_vals = zip(*[
-                td_error(q_networks[i], target_networks[i], obs_b[:, :, i], actions_b[:, :, i], rewards_b / n_agents, terminated_b,
-                         args.gamma, args.double_q)
+                td_error(q_networks[i], target_networks[i], obs_b[:, :, i], actions_b[:, :, i], rewards_b / n_agents,
+                         terminated_b, args.gamma, args.double_q)
                 for i in range(n_agents)
             ])  # fmt: skip
             deltas = torch.stack(deltas, dim=-1)  # (batch, time, n_agents): local TDs with reward share R / N
@@ -326,7 +328,8 @@ if __name__ == "__main__":
         if (global_step + 1) % 10_000 == 0:
             sps = (global_step + 1) / (time.time() - start_time)
             eta = (args.total_timesteps - global_step - 1) / sps
-            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={int(eta // 60)}m{int(eta % 60):02d}s")
+            eta_text = f"{int(eta) // 60}m{int(eta) % 60:02d}s"
+            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta_text}")
             writer.add_scalar("charts/SPS", int(sps), global_step)
 
         # ALGO LOGIC: greedy evaluation on a separately seeded env

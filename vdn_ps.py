@@ -88,7 +88,7 @@ class QNetwork(nn.Module):
 def q_step(q_network, obs, hidden, device):
     """One time step of the shared network, agents as the batch: q-values (n_agents, n_actions) and the new hidden state."""
     with torch.no_grad():
-        x = torch.cat([torch.as_tensor(np.stack(obs), device=device), torch.eye(len(obs), device=device)], -1)  # o_i, one-hot(i)
+        x = torch.cat([torch.as_tensor(np.stack(obs), device=device), torch.eye(len(obs), device=device)], -1)  # o_i + id
         q_values, hidden = q_network(x.unsqueeze(1), hidden)  # (n_agents, 1, n_actions); hidden None: first step
     return q_values.squeeze(1).cpu(), hidden
 
@@ -129,14 +129,16 @@ class ReplayBuffer:
     def end_episode(self):
         """Clears what an older, longer episode left in the slot, then moves to the next slot."""
         p, t = self.pos, self.t
-        self.obs[p, t + 1 :], self.actions[p, t:], self.rewards[p, t:], self.terminated[p, t:], self.mask[p, t:] = 0, 0, 0, 0, 0
+        self.obs[p, t + 1 :], self.actions[p, t:], self.rewards[p, t:] = 0, 0, 0
+        self.terminated[p, t:], self.mask[p, t:] = 0, 0
         self.pos, self.size, self.t = (p + 1) % self.capacity, min(self.size + 1, self.capacity), 0
 
     def sample(self, batch_size: int, device):
         """Episodes drawn uniformly without replacement, cut to the longest one drawn."""
         idx = np.random.choice(self.size, batch_size, replace=False)
         t = int(self.mask[idx].sum(1).max())
-        data = self.obs[idx, : t + 1], self.actions[idx, :t], self.rewards[idx, :t], self.terminated[idx, :t], self.mask[idx, :t]
+        data = (self.obs[idx, : t + 1], self.actions[idx, :t], self.rewards[idx, :t], self.terminated[idx, :t],
+                self.mask[idx, :t])  # fmt: skip
         return [torch.as_tensor(x, device=device) for x in data]
 
 
@@ -266,7 +268,7 @@ if __name__ == "__main__":
 
             if gradient_step % 10 == 0:
                 writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                writer.add_scalar("losses/q_values", old_vals.view(-1, n_agents, old_vals.shape[-1]).mean(1)[mask_b > 0].mean().item(), global_step)
+                writer.add_scalar("losses/q_values", old_vals.view(len(mask_b), n_agents, -1).mean(1)[mask_b > 0].mean().item(), global_step)
 
             # update target network
             if gradient_step % args.target_network_frequency == 0:
@@ -276,7 +278,8 @@ if __name__ == "__main__":
         if (global_step + 1) % 10_000 == 0:
             sps = (global_step + 1) / (time.time() - start_time)
             eta = (args.total_timesteps - global_step - 1) / sps
-            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={int(eta // 60)}m{int(eta % 60):02d}s")
+            eta_text = f"{int(eta) // 60}m{int(eta) % 60:02d}s"
+            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta_text}")
             writer.add_scalar("charts/SPS", int(sps), global_step)
 
         # ALGO LOGIC: greedy evaluation on a separately seeded env
