@@ -268,7 +268,8 @@ if __name__ == "__main__":
 
             if gradient_step % 10 == 0:
                 writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                writer.add_scalar("losses/q_values", old_vals.view(len(mask_b), n_agents, -1).mean(1)[mask_b > 0].mean().item(), global_step)
+                q_taken = old_vals.view(len(mask_b), n_agents, -1).mean(1)  # (batch, time), mean over agents
+                writer.add_scalar("losses/q_values", q_taken[mask_b > 0].mean().item(), global_step)
 
             # update target network
             if gradient_step % args.target_network_frequency == 0:
