@@ -47,7 +47,9 @@ class Args:
     gamma: float = 0.99
     """discount factor"""
     target_network_frequency: int = 200
-    """gradient steps between hard target-network updates"""
+    """gradient steps between target-network updates"""
+    tau: float = 1.0
+    """target-network update rate: 1 copies the online network (a hard update), below 1 blends it in (a soft update)"""
     batch_size: int = 32
     """episodes per gradient step; training starts once this many episodes are stored"""
     start_e: float = 1.0
@@ -68,6 +70,8 @@ class Args:
     """environment steps between greedy evaluations"""
     eval_episodes: int = 100
     """episodes per greedy evaluation, on a separately seeded env"""
+    eval_epsilon: float = 0.0
+    """epsilon of the evaluation policy (0: greedy)"""
 
 
 # ALGO LOGIC: initialize agent here:
@@ -198,6 +202,7 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: env setup
     try:
         env, eval_env = make_env(args.env, args.seed), make_env(args.env, args.seed + 100_000)
+        eval_rng = np.random.default_rng(args.seed + 100_000)  # evaluation's epsilon draws leave training's stream alone
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     n_agents = env.n_agents
@@ -272,7 +277,8 @@ if __name__ == "__main__":
             # update target network
             if gradient_step % args.target_network_frequency == 0:
                 for i in range(n_agents):
-                    target_networks[i].load_state_dict(q_networks[i].state_dict())
+                    for target_param, param in zip(target_networks[i].parameters(), q_networks[i].parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
 
         # TRY NOT TO MODIFY: progress line
         if (global_step + 1) % 10_000 == 0:
@@ -290,7 +296,10 @@ if __name__ == "__main__":
                 eval_hidden, eval_done = None, False
                 while not eval_done:
                     eval_q, eval_hidden = q_step(q_networks, eval_obs, eval_hidden, device)
-                    eval_obs, _, eval_terminated, eval_truncated, eval_info = eval_env.step(eval_q.argmax(-1).numpy())
+                    eval_explore = eval_rng.random(n_agents) < args.eval_epsilon  # drawn every step, as in training
+                    eval_random = eval_rng.integers(env.n_actions, size=n_agents)
+                    eval_actions = np.where(eval_explore, eval_random, eval_q.argmax(-1).numpy())
+                    eval_obs, _, eval_terminated, eval_truncated, eval_info = eval_env.step(eval_actions)
                     eval_done = eval_terminated or eval_truncated
                 eval_returns.append(eval_info["episode"]["r"])
             print(f"global_step={global_step + 1}, eval_episodic_return={np.mean(eval_returns):.4f}")

@@ -13,7 +13,7 @@ the sum over time of the sum of the agents' rewards. The wrappers make no algori
 
 import numpy as np
 
-LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")
+LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")  # lbforaging 1.x spawn rules; "-2.0" gives the same task under 2.0's
 MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")
 PRESETS = LBF_PRESETS + MARBLER_PRESETS
 
@@ -47,7 +47,7 @@ class RecordEpisode:
 
 def make_env(name: str, seed: int):
     """Builds the environment `name` (a preset or a raw lbforaging id); `seed` seeds its first reset."""
-    if name in LBF_PRESETS or name.startswith("Foraging"):
+    if name.removesuffix("-2.0") in LBF_PRESETS or name.startswith("Foraging"):
         from envs.lbf import LBFEnv
 
         return RecordEpisode(LBFEnv(name, seed))
@@ -55,4 +55,5 @@ def make_env(name: str, seed: int):
         from envs.marbler import MarblerEnv
 
         return RecordEpisode(MarblerEnv(name, seed))
-    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)} or a raw lbforaging id (Foraging-...-v3)")
+    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)}, an LBF preset with the suffix -2.0, "
+                     "or a raw lbforaging id (Foraging-...-v3)")
