@@ -34,6 +34,12 @@ class Args:
     """wandb team or user; None means your default entity"""
     save_model: bool = False
     """if True, save the agents' parameters to runs/{run_name}/{exp_name}.pt at the end"""
+    checkpoint_frequency: int = 0
+    """environment steps between checkpoints of the whole training state, written at the next episode end (0: never)"""
+    checkpoint_dir: str = "runs"
+    """checkpoints go to {checkpoint-dir}/{run_name}/checkpoint.pt; point it outside the checkout for long runs"""
+    resume: Optional[str] = None
+    """checkpoint file (or its folder) to continue; flags not given again take the checkpoint's values"""
 
     # Algorithm specific arguments
     env: str = "lbf-easy"
@@ -161,6 +167,21 @@ class ReplayBuffer:
                 self.mask[idx, :t])  # fmt: skip
         return [torch.as_tensor(x, device=device) for x in data]
 
+    def __getstate__(self):
+        """For checkpoints: the filled slots only, observations as int8 when that loses nothing (LBF's are small ints)."""
+        filled = {k: getattr(self, k)[: self.size] for k in ("obs", "actions", "rewards", "terminated", "mask")}
+        state = {**self.__dict__, **filled}
+        if np.array_equal(state["obs"].astype(np.int8), state["obs"]):
+            state["obs"] = state["obs"].astype(np.int8)
+        return state
+
+    def __setstate__(self, state):
+        for k in ("obs", "actions", "rewards", "terminated", "mask"):
+            full = np.zeros((state["capacity"], *state[k].shape[1:]), dtype=np.int64 if k == "actions" else np.float32)
+            full[: state["size"]] = state[k]
+            state[k] = full
+        self.__dict__.update(state)
+
 
 class RunningMeanStd:
     """Running mean and variance of a stream of numbers (parallel-batch Welford update)."""
@@ -217,19 +238,52 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
     return max(slope * t + start_e, end_e)
 
 
+# flags that leave what a run computes unchanged, so a resumed run may give them new values
+RESUME_FREE = {"track", "wandb_project_name", "wandb_entity", "save_model", "checkpoint_frequency", "checkpoint_dir", "resume",
+               "total_timesteps"}  # fmt: skip
+
+
+def save_checkpoint(path: str, **state):
+    """Pickles the training state and the global random generators; atomic: a kill mid-write leaves the last checkpoint."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({**state, "rng": rng}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str):
+    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --resume: no checkpoint at {path}")
+    return torch.load(path, weights_only=False)  # a full pickle: resume only checkpoints you trust
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    # TRY NOT TO MODIFY: a resumed run takes the checkpoint's flags, except those given again on the command line
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint:
+        args = tyro.cli(Args, default=Args(**{**checkpoint["args"], "resume": args.resume}))
+        for key in [key for key in checkpoint["args"] if key not in RESUME_FREE]:
+            if getattr(args, key) != checkpoint["args"][key]:
+                flag, value = key.replace("_", "-"), checkpoint["args"][key]
+                raise SystemExit(f"error: --{flag} differs from the checkpoint's ({value}) and would change the run")
+        if args.total_timesteps <= checkpoint["global_step"]:
+            raise SystemExit(f"error: --total-timesteps must exceed the checkpoint's {checkpoint['global_step']} steps")
+
     for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
                  "hidden_dim", "eval_frequency", "eval_episodes"]:  # fmt: skip
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.checkpoint_frequency < 0:
+        raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
     if args.batch_size > args.buffer_size:
         raise SystemExit(f"error: --batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
     if args.consensus_rounds < 0:
         raise SystemExit(f"error: --consensus-rounds must be 0 or more, got {args.consensus_rounds}")
     if not 0.0 <= args.link_prob <= 1.0:
         raise SystemExit(f"error: --link-prob must lie in [0, 1], got {args.link_prob}")
-    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = checkpoint["run_name"] if checkpoint else f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if args.track:
         import wandb  # lazy: untracked runs never import wandb
 
@@ -239,9 +293,11 @@ if __name__ == "__main__":
             sync_tensorboard=True,
             config=vars(args),
             name=run_name,
+            id=run_name,  # a resumed run continues the same wandb run
+            resume="allow",
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -283,11 +339,28 @@ if __name__ == "__main__":
     rb = ReplayBuffer(args.buffer_size, env.episode_limit, n_agents, env.obs_size)
     reward_stats = RunningMeanStd()
     gradient_step = 0
-    start_time = time.time()
+    # ALGO LOGIC: a resumed run continues with the checkpoint's learner
+    if checkpoint:
+        q_networks, target_networks = checkpoint["q_networks"], checkpoint["target_networks"]
+        w, z = checkpoint["w"], checkpoint["z"]
+        g_prev, m = checkpoint["g_prev"], checkpoint["m"]
+        v, adj = checkpoint["v"], checkpoint["adj"]
+        gradient_step = checkpoint["gradient_step"]
 
-    # TRY NOT TO MODIFY: start the game
-    obs, _ = env.reset()
-    for global_step in range(args.total_timesteps):
+    # TRY NOT TO MODIFY: start the game, or go on from where the checkpoint left it, random generators included
+    if checkpoint:
+        env, eval_env, eval_rng = checkpoint["env"], checkpoint["eval_env"], checkpoint["eval_rng"]
+        rb, reward_stats, obs = checkpoint["rb"], checkpoint["reward_stats"], checkpoint["obs"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        print(f"global_step={checkpoint['global_step']}, resumed from {args.resume}")
+    else:
+        obs, _ = env.reset()
+    start_step = last_checkpoint = checkpoint["global_step"] if checkpoint else 0
+    checkpoint_path = os.path.join(args.checkpoint_dir, run_name, "checkpoint.pt")
+    start_time = time.time()
+    for global_step in range(start_step, args.total_timesteps):
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
         q_values, hidden = q_step(q_networks, obs, hidden, device)  # (n_agents, n_actions)
@@ -363,11 +436,11 @@ if __name__ == "__main__":
 
         # TRY NOT TO MODIFY: progress line
         if (global_step + 1) % 10_000 == 0:
-            sps = (global_step + 1) / (time.time() - start_time)
+            sps = (global_step + 1 - start_step) / (time.time() - start_time)
             eta = (args.total_timesteps - global_step - 1) / sps
             eta_text = f"{int(eta) // 60}m{int(eta) % 60:02d}s"
             print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta_text}")
-            writer.add_scalar("charts/SPS", int(sps), global_step)
+            writer.add_scalar("charts/SPS", int(sps), global_step + 1)
 
         # ALGO LOGIC: greedy evaluation on a separately seeded env
         if (global_step + 1) % args.eval_frequency == 0 or global_step + 1 == args.total_timesteps:
@@ -385,6 +458,16 @@ if __name__ == "__main__":
                 eval_returns.append(eval_info["episode"]["r"])
             print(f"global_step={global_step + 1}, eval_episodic_return={np.mean(eval_returns):.4f}")
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step + 1)
+
+        # ALGO LOGIC: checkpoint at the first episode end after every checkpoint_frequency steps; the last line is the learner
+        if args.checkpoint_frequency and (terminated or truncated) and (
+            (global_step + 1) // args.checkpoint_frequency > last_checkpoint // args.checkpoint_frequency
+        ):
+            save_checkpoint(checkpoint_path, args=vars(args), run_name=run_name, global_step=global_step + 1, env=env,
+                            eval_env=eval_env, eval_rng=eval_rng, rb=rb, reward_stats=reward_stats, obs=obs,
+                            q_networks=q_networks, target_networks=target_networks, w=w, z=z, g_prev=g_prev, m=m, v=v,
+                            adj=adj, gradient_step=gradient_step)  # fmt: skip
+            last_checkpoint = global_step + 1
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.pt"

@@ -1,30 +1,38 @@
-"""Results table (the paper's Table 1 layout) and learning curves from the runs' TensorBoard event files.
+"""Results table (the paper's Table 1 layout) and learning curves from the result records (and local run folders).
 
-    python benchmark/report.py --runs sweeps --out sweeps/report
+    python benchmark/report.py --results results --out docs/results
 
-Finds every run dir named `{env}__{exp_name}__{seed}__{unix_time}` under `--runs` and reads its `eval/episodic_return`.
-For each (task, algorithm): average the return over seeds at each evaluation step, take the maximum over steps, and give
-a 95% bootstrap CI over seeds at that step (the paper's metric, specs/dvdn.md §6). Ragged runs (seeds that stopped at
-different steps, e.g. a sweep still running): only the evaluation steps that every seed of that (task, algorithm)
-logged are used, so every point averages the same seeds. If a (env, exp_name, seed) appears twice, the newest run wins.
+Reads every record under `--results` (benchmark/records.py) and every run folder `{env}__{exp_name}__{seed}__{unix_time}`
+under `--runs`. Runs are seeds of one experiment only when their fingerprints match. Table 1's cells use the runs made
+with the scripts' current defaults (the fingerprint of `Args()`, with the env); runs under any other settings are
+listed apart, with the flags that differ from the defaults. For each (task, algorithm): average the return over seeds
+at each evaluation step, take the maximum over steps, and give a 95% bootstrap CI over seeds at that step (the paper's
+metric, specs/dvdn.md §6). Only the evaluation steps that every seed logged are used, so every point averages the same
+seeds.
 """
 
-import re
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tyro
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmark"))
+from records import OUTSIDE_FINGERPRINT, fingerprint, make_record, read_records, run_dirs  # noqa: E402
+
 
 @dataclass
 class Args:
-    runs: tuple[str, ...] = ("sweeps",)
-    """folders searched recursively for run dirs with TensorBoard event files"""
+    results: Optional[str] = "results"
+    """folder of result records (None: none)"""
+    runs: tuple[str, ...] = ()
+    """folders searched recursively for run folders with TensorBoard event files"""
     out: str = "sweeps/report"
     """folder for report.md and one learning-curve PNG per task"""
-    tag: str = "eval/episodic_return"
-    """scalar to report (greedy evaluation return, logged at x = env steps)"""
     n_resamples: int = 20_000
     """bootstrap resamples of the seeds"""
     seed: int = 0
@@ -37,6 +45,7 @@ TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     ("MARBLER (heterogeneous)", {"marbler-arctic": "Arctic", "marbler-material": "Material", "marbler-pcp": "PCP",
                                  "marbler-warehouse": "Warehouse"}, ["iql", "dvdn", "vdn"]),
 ]  # fmt: skip
+RANDOM = {"lbf-easy": 0.150, "lbf-medium": 0.150, "lbf-hard": 0.116}  # benchmark/random_returns.py, 2000 episodes
 PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offset (10 seeds)
     ("marbler-arctic", "iql"): (-43.51, -1.64, 1.65), ("marbler-arctic", "dvdn"): (-37.56, -1.01, 0.84),
     ("marbler-arctic", "vdn"): (-30.93, -0.70, 0.76), ("marbler-material", "iql"): (12.81, -0.49, 0.51),
@@ -52,27 +61,47 @@ PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offs
 }  # fmt: skip
 
 
-def read_runs(folders, tag):
-    """{(env, exp_name): {seed: (steps, values)}} from every run dir under `folders` that logged `tag`."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def load_groups(results, folders):
+    """{(env, exp_name, fingerprint): {seed: (steps, values)}} and each group's flags, from records and run folders."""
+    records = read_records(results) if results else []
+    records += [record for record in (make_record(path, "local") for path in run_dirs(folders)) if record]
+    groups, flags = {}, {}
+    for record in records:
+        key = (record["env"], record["exp_name"], record["fingerprint"])
+        steps, values = zip(*record["eval"]) if record["eval"] else ((), ())
+        groups.setdefault(key, {})[record["seed"]] = (list(steps), list(values))
+        flags[key] = record["flags"]
+    return groups, flags
 
-    newest = {}  # (env, exp_name, seed) -> (unix_time, run dir)
-    for folder in folders:
-        for path in sorted({p.parent for p in Path(folder).rglob("events.out.tfevents.*")}):
-            match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", path.name)
-            if match:
-                env, exp_name, seed, unix_time = match.groups()
-                key = (env, exp_name, int(seed))
-                if key in newest:
-                    print(f"two runs for {key}: keeping the newer one")
-                newest[key] = max(newest.get(key, (-1, None)), (int(unix_time), path))
-    runs = {}
-    for (env, exp_name, seed), (_, path) in sorted(newest.items()):
-        acc = EventAccumulator(str(path), size_guidance={"scalars": 0}).Reload()  # 0 keeps every point
-        if tag in acc.Tags()["scalars"]:
-            events = acc.Scalars(tag)
-            runs.setdefault((env, exp_name), {})[seed] = ([e.step for e in events], [e.value for e in events])
-    return runs
+
+def default_flags(exp_name, env):
+    """The flags of `python {exp_name}.py --env {env}` with today's defaults; None when there is no such script."""
+    path = ROOT / f"{exp_name}.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(exp_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # importing a script runs nothing
+    return {key: str(value) for key, value in vars(module.Args(env=env)).items()}
+
+
+def split_by_defaults(groups, flags):
+    """Table 1's groups {(env, exp_name): curves}, made with today's defaults; the rest {(env, exp_name, fp): curves}."""
+    main, other = {}, {}
+    for (env, exp_name, fp), curves in groups.items():
+        defaults = default_flags(exp_name, env)
+        if defaults is not None and fingerprint({**defaults, "env": env}) == fp:
+            main[env, exp_name] = curves
+        else:
+            other[env, exp_name, fp] = curves
+    return main, other
+
+
+def differing_flags(exp_name, env, flags):
+    defaults = default_flags(exp_name, env) or {}
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in sorted(flags.items())
+               if k not in OUTSIDE_FINGERPRINT and defaults.get(k) != v]  # fmt: skip
+    return ", ".join(changed) or "(same flags; older code or preset)"
 
 
 def common_steps(curves):
@@ -136,6 +165,8 @@ def plot_task(env, runs, path, n_resamples, seed):
         band = np.array([bootstrap_ci(v, n_resamples, seed) for v in values.T]).reshape(-1, 2)
         line = ax.plot(steps, values.mean(axis=0), label=f"{COLUMNS.get(exp_name, exp_name)} (n={len(values)})")[0]
         ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
+    if env in RANDOM:
+        ax.axhline(RANDOM[env], color="gray", linestyle="--", label="uniform random")
     ax.set(title=env, xlabel="environment steps", ylabel="greedy evaluation return")
     ax.legend()
     fig.tight_layout()
@@ -143,10 +174,28 @@ def plot_task(env, runs, path, n_resamples, seed):
     plt.close(fig)
 
 
+def other_settings_table(other, flags, n_resamples, seed):
+    lines = ["### Runs under other settings (not in the tables above)", "",
+             "| task | algorithm | seeds | best (at step) | at the last step | flags that differ from today's defaults |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for (env, exp_name, fp), curves in sorted(other.items()):
+        best = best_point(curves, n_resamples, seed)
+        steps, values = common_steps(curves)
+        if best is None:
+            continue
+        last = f"{values[:, -1].mean():.2f} ± {values[:, -1].std():.2f} ({int(steps[-1])})"
+        lines.append(f"| {env} | {COLUMNS.get(exp_name, exp_name)} | {len(curves)} | "
+                     f"{format_ci(best['mean'], best['lo'], best['hi'])} ({best['step']}) | {last} | "
+                     f"{differing_flags(exp_name, env, flags[env, exp_name, fp])} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    runs = read_runs(args.runs, args.tag)
-    print(f"found {sum(len(c) for c in runs.values())} runs in {len(runs)} (task, algorithm) groups")
+    groups, flags = load_groups(args.results, args.runs)
+    runs, other = split_by_defaults(groups, flags)
+    print(f"found {sum(len(c) for c in groups.values())} runs: {len(runs)} (task, algorithm) groups at today's defaults, "
+          f"{len(other)} under other settings")  # fmt: skip
     results = {}
     for key, curves in runs.items():
         results[key] = best_point(curves, args.n_resamples, args.seed) or "no step common to all seeds"
@@ -161,8 +210,11 @@ if __name__ == "__main__":
     note = (f"Each cell: ours as mean (CI low - mean, CI high - mean) with n seeds; then the paper's Table 1 number. "
             f"Bootstrap: {args.n_resamples} resamples of the seeds, percentiles 2.5/97.5, RNG seed {args.seed}. "
             f"Only eval steps that every seed of a cell reached are used. Made by `benchmark/report.py`.")  # fmt: skip
-    text = [f"## Results: maximum average `{args.tag}` over evaluation points, 95% bootstrap CI over seeds", "", note, ""]
+    text = ["## Results: maximum average `eval/episodic_return` over evaluation points, 95% bootstrap CI over seeds", "",
+            note, ""]  # fmt: skip
     text += [make_table(*table, results) for table in tables]
+    if other:
+        text.append(other_settings_table(other, flags, args.n_resamples, args.seed))
     for env in sorted({env for env, _ in runs}):
         plot_task(env, runs, out / f"{env}.png", args.n_resamples, args.seed)
         text.append(f"![{env}]({env}.png)\n")

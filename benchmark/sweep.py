@@ -4,10 +4,12 @@
 
 Each run gets its own working dir `<out>/<env>__<exp_name>__<seed>/` (the script writes its `runs/` there), with
 stdout+stderr in `log.txt` and an empty `done` file written only when the script exits with code 0. Rerunning the same
-command skips dirs that have `done` and wipes and restarts the others, so an interrupted sweep resumes.
+command skips dirs that have `done`, resumes the runs that left a checkpoint (`-- --checkpoint-frequency N`; the
+checkpoint stays in the run's dir, so put `--out` outside the checkout for long sweeps), and restarts the others.
 Everything after `--` is passed unchanged to every script.
 """
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -20,6 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import git_commit, make_record, record_path, write_record  # noqa: E402
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Args:
     """write a wandb sweep configuration (YAML) for this grid to this file instead of running"""
     dry_run: bool = False
     """print the runs that would start, then exit"""
+    results: Optional[str] = "results"
+    """folder of the result records (benchmark/records.py): a finished run writes one, a run that has one is skipped"""
 
 
 def make_grid(scripts, envs, seeds):
@@ -53,22 +60,44 @@ def run_dir(out, script, env, seed):
     return Path(out) / f"{env}__{Path(script).stem}__{seed}"
 
 
-def run_one(script, env, seed, out, extra):
-    """Run one script in its own dir; return its exit code (0 also when it was already done)."""
+def planned_flags(script, env, seed, extra):
+    """Every flag value the run will use, as the script's own parser resolves them (imports the script: runs nothing)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return vars(tyro.cli(module.Args, args=["--env", env, "--seed", str(seed), *extra]))
+
+
+def is_done(script, env, seed, out, extra, results):
+    if (run_dir(out, script, env, seed) / "done").exists():
+        return True
+    return bool(results) and Path(script).exists() and record_path(results, planned_flags(script, env, seed, extra)).exists()
+
+
+def run_one(script, env, seed, out, extra, results):
+    """Run one script in its own dir and write its result record; return its exit code (0 also when it was done)."""
     path = run_dir(out, script, env, seed)
-    if (path / "done").exists():
+    if is_done(script, env, seed, out, extra, results):
         return 0
-    shutil.rmtree(path, ignore_errors=True)  # an unfinished run restarts from scratch
-    path.mkdir(parents=True)
     cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
+    checkpoints = sorted(path.glob("runs/*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
+    if checkpoints:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped
+        cmd += ["--resume", str(checkpoints[-1].resolve())]
+    else:  # an unfinished run without a checkpoint restarts from scratch
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per run
     start = time.time()
-    with open(path / "log.txt", "w") as log:
+    with open(path / "log.txt", "a") as log:
         log.write(shlex.join(cmd) + "\n")
         log.flush()
         rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc == 0:
         (path / "done").touch()
+        if results:
+            newest = max(path.glob("runs/*"), key=lambda p: p.stat().st_mtime)
+            record = make_record(newest, git_commit(Path(script).resolve().parent))
+            print(f"record: {write_record(record, results)}" if record else f"no record: {newest} logged no evaluation")
     print(f"{'done' if rc == 0 else f'FAILED (exit {rc})'}: {path} in {time.time() - start:.0f}s", flush=True)
     return rc
 
@@ -76,7 +105,7 @@ def run_one(script, env, seed, out, extra):
 def slurm_script(args, grid, extra):
     """A job array with one grid entry per task; each task calls this file with --task-id."""
     cmd = ["python", "benchmark/sweep.py", "--scripts", *args.scripts, "--envs", *args.envs,
-           "--seeds", *map(str, args.seeds), "--out", args.out, "--task-id"]  # fmt: skip
+           "--seeds", *map(str, args.seeds), "--out", args.out, "--results", str(args.results), "--task-id"]  # fmt: skip
     tail = shlex.join(["--", *extra]) if extra else ""
     return f"""#!/bin/bash
 #SBATCH --job-name=ma-q-sweep
@@ -127,13 +156,13 @@ if __name__ == "__main__":
 
     if args.task_id is not None:
         grid = [grid[args.task_id]]
-    todo = [run for run in grid if not (run_dir(args.out, *run) / "done").exists()]
+    todo = [run for run in grid if not is_done(*run, args.out, extra, args.results)]
     print(f"{len(grid)} runs in the grid, {len(grid) - len(todo)} already done, {len(todo)} to run", flush=True)
     if args.dry_run:
         print("\n".join(f"{script} --env {env} --seed {seed}" for script, env, seed in todo))
         sys.exit(0)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        codes = list(pool.map(lambda run: run_one(*run, args.out, extra), todo))
+        codes = list(pool.map(lambda run: run_one(*run, args.out, extra, args.results), todo))
     failed = [run for run, rc in zip(todo, codes) if rc != 0]
     for script, env, seed in failed:
         print(f"failed: {script} --env {env} --seed {seed}; see {run_dir(args.out, script, env, seed) / 'log.txt'}")

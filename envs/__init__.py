@@ -16,6 +16,8 @@ import numpy as np
 LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")  # lbforaging 1.x spawn rules; "-2.0" gives the same task under 2.0's
 MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")
 PRESETS = LBF_PRESETS + MARBLER_PRESETS
+# a preset's version goes up whenever its task changes, so result records made before and after never merge
+PRESET_VERSIONS = {"lbf-easy": 2, "lbf-medium": 2, "lbf-hard": 2}  # 2: lbforaging 1.x spawn rules; 1: as first made
 
 
 class RecordEpisode:

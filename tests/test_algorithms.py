@@ -199,7 +199,7 @@ def test_dvdn_with_complete_graph_equals_vdn(tmp_path):
     assert len(vdn_lines) >= 12  # episodes last at most 50 steps, so at least 10 gradient steps happened
     for a, b in zip(vdn_params, dvdn_params):
         for key in a:
-            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)  # float32 sums in another order, through Adam
     iql_like = models["dvdn.py--topology-none"][0]
     assert any((iql_like[0][k] - vdn_params[0][k]).abs().max() > 1e-4 for k in iql_like[0])  # the check can fail
 

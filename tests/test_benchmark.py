@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, format_ci, make_table, read_runs  # noqa: E402
+from benchmark.records import fingerprint, make_record, read_records, write_record  # noqa: E402
+from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
 
 # Mimics the training scripts' CLI and run-dir naming, and logs eval/episodic_return = seed + step / 100 at steps
 # 0, 50, ..., total_timesteps. Uses tensorboard's own event writer (no torch import) to keep each run fast.
@@ -24,6 +25,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--env", default="lbf-easy")
 parser.add_argument("--seed", type=int, default=1)
 parser.add_argument("--total-timesteps", type=int, default=100)
+parser.add_argument("--resume")
 args = parser.parse_args()
 run_name = f"{args.env}__{__file__.split('/')[-1][:-3]}__{args.seed}__{int(time.time())}"
 writer = EventFileWriter(f"runs/{run_name}")
@@ -97,25 +99,59 @@ def test_make_table_layout():
     assert len(PAPER) == 21  # 4 MARBLER tasks x 3 + 3 LBF tasks x 3
 
 
-def test_read_runs_torch_writer(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter  # the writer the training scripts use
+def fake_record(exp_name, env, seed, curve, **changed):
+    """A record as a finished run with today's defaults (plus `changed` flags) would leave."""
+    flags = {**default_flags(exp_name, env), "seed": str(seed), **{k: str(v) for k, v in changed.items()}}
+    return {"env": env, "exp_name": exp_name, "seed": seed, "fingerprint": fingerprint(flags), "flags": flags,
+            "eval": [[step, value] for step, value in curve]}  # fmt: skip
 
-    for name, value in [("lbf-easy__dvdn_gt__3__100", 1.0), ("lbf-easy__dvdn_gt__3__200", 2.0), ("not_a_run", 5.0)]:
-        writer = SummaryWriter(tmp_path / "runs" / name)
-        writer.add_scalar("eval/episodic_return", value, 0)
-        writer.add_scalar("eval/episodic_return", value + 1, 50)
-        writer.close()
-    writer = SummaryWriter(tmp_path / "runs" / "lbf-easy__iql__1__100")  # no eval scalar: ignored
-    writer.add_scalar("charts/episodic_return", 1.0, 0)
-    writer.close()
-    assert read_runs([tmp_path], "eval/episodic_return") == {("lbf-easy", "dvdn_gt"): {3: ([0, 50], [2.0, 3.0])}}
+
+def test_records_merge_only_with_equal_fingerprints(tmp_path):
+    results = tmp_path / "results"
+    for seed in [1, 2]:  # returns seed + step / 100: best at step 100, mean 2.5, CI over seeds {1, 2} is (2, 3)
+        for exp_name in ["iql", "dvdn_gt"]:
+            write_record(fake_record(exp_name, "lbf-easy", seed, [(0, seed), (50, seed + 0.5), (100, seed + 1)]), results)
+    write_record(fake_record("iql", "lbf-easy", 3, [(0, 9.0), (100, 9.0)], total_timesteps=600000), results)
+    older = fake_record("iql", "lbf-easy", 4, [(0, 7.0), (100, 7.0)])
+    older["fingerprint"] = "0123456789ab"  # same flags, older preset or code: its fingerprint differs
+    (results / "lbf-easy__iql__4__0123456789ab.json").write_text(__import__("json").dumps(older))
+    write_record(fake_record("iql", "lbf-easy", 1, [(0, 1.0), (50, 1.5), (100, 2.0)]), results)  # the same run again
+    assert len(read_records(results)) == 6  # one file per (env, exp_name, seed, fingerprint)
+
+    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| Easy | 2.50 (-0.50, 0.50) n=2; paper 0.81 (-0.02, 0.02) | 2.50 (-0.50, 0.50) n=2; paper 0.89" in text
+    assert "| Arctic | not run; paper -43.51 (-1.64, 1.65) |" in text
+    assert "| lbf-easy | IQL | 1 | 9.00 (0.00, 0.00) (0) | 9.00 ± 0.00 (100) | --total-timesteps 600000 |" in text
+    assert "| lbf-easy | IQL | 1 | 7.00 (0.00, 0.00) (0) | 7.00 ± 0.00 (100) | (same flags; older code or preset) |" in text
+    assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
+
+
+def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
+    from benchmark.sweep import planned_flags
+
+    extra = ["--no-cuda", "--total-timesteps", "200", "--batch-size", "2", "--buffer-size", "10", "--eval-frequency", "100",
+             "--eval-episodes", "1", "--learning-rate", "0.001"]  # fmt: skip
+    subprocess.run([sys.executable, str(ROOT / "iql.py"), "--env", "lbf-hard", "--seed", "7", *extra], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    record = make_record(run_dir, "abc123")
+    assert record["fingerprint"] == fingerprint(planned_flags(str(ROOT / "iql.py"), "lbf-hard", 7, extra))
+    assert record["flags"]["learning_rate"] == "0.001" and record["seed"] == 7 and record["commit"] == "abc123"
+    assert [step for step, _ in record["eval"]] == [100, 200] and record["env_version"] == 2
+    for changed in [{"learning_rate": "0.002"}, {"env": "lbf-hard-2.0"}]:  # a flag or the preset's rules
+        assert fingerprint({**record["flags"], **changed}) != record["fingerprint"]
+    for free in [{"seed": "8"}, {"checkpoint_frequency": "1000"}, {"track": "True"}]:  # not a setting of the experiment
+        assert fingerprint({**record["flags"], **free}) == record["fingerprint"]
 
 
 def test_sweep_resume_and_report(tmp_path):
     for name in ["iql.py", "dvdn_gt.py"]:
         (tmp_path / name).write_text(FAKE_SCRIPT)
     (tmp_path / "broken.py").write_text("raise SystemExit(3)\n")
-    grid = ["--scripts", "iql.py", "dvdn_gt.py", "--envs", "lbf-easy", "--seeds", "1", "2", "--out", "sw", "--workers", "2"]
+    grid = ["--scripts", "iql.py", "dvdn_gt.py", "--envs", "lbf-easy", "--seeds", "1", "2", "--out", "sw", "--workers", "2",
+            "--results", "None"]  # the fake scripts log no flags, so they leave no records
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     run_dirs = sorted((tmp_path / "sw").iterdir())
@@ -133,17 +169,21 @@ def test_sweep_resume_and_report(tmp_path):
     out = sweep(*grid, cwd=tmp_path)
     assert "4 already done, 0 to run" in out.stdout
 
-    # a failing run gets no done marker and makes the sweep exit non-zero
-    out = sweep("--scripts", "broken.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", cwd=tmp_path)
-    assert out.returncode == 1 and not (tmp_path / "sw" / "lbf-easy__broken__1" / "done").exists()
+    # a stopped run that left a checkpoint is resumed from it, not wiped
+    (run_dirs[1] / "done").unlink()
+    checkpoint = run_dirs[1] / "runs" / "lbf-easy__dvdn_gt__2__1" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"state")
+    out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
+    assert out.returncode == 0 and "3 already done, 1 to run" in out.stdout, out.stdout + out.stderr
+    log = (run_dirs[1] / "log.txt").read_text().splitlines()
+    assert log[-1].endswith(f"--total-timesteps 100 --resume {checkpoint.resolve()}") and "--resume" not in log[0]
+    assert checkpoint.exists() and (run_dirs[1] / "done").exists()
 
-    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--runs", "sw", "--out", "rep"]
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
-    text = (tmp_path / "rep" / "report.md").read_text()
-    # returns are seed + step / 100: the best step is 100, the seed mean 2.5 and the CI over seeds {1, 2} is (2, 3)
-    assert "| Easy | 2.50 (-0.50, 0.50) n=2; paper 0.81 (-0.02, 0.02) | 2.50 (-0.50, 0.50) n=2; paper 0.89" in text
-    assert "| Arctic | not run; paper -43.51 (-1.64, 1.65) |" in text
-    assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
+    # a failing run gets no done marker and makes the sweep exit non-zero
+    broken = ["--scripts", "broken.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
+    out = sweep(*broken, cwd=tmp_path)
+    assert out.returncode == 1 and not (tmp_path / "sw" / "lbf-easy__broken__1" / "done").exists()
 
 
 def test_slurm_and_wandb_files(tmp_path):

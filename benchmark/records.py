@@ -1,0 +1,120 @@
+"""Result records: one small JSON file per finished run under results/, the evidence that outlives machines and checkouts.
+
+    python benchmark/records.py --runs sweeps/lbf-easy    # write a record for every run folder found (--commit to name it)
+
+A record holds the run's evaluation curve (env step, evaluation return), its script, env, seed, every flag value, the
+git commit and a fingerprint of the settings that change results: every flag except the seed and those that only
+change where or how a run is logged, plus the env preset's version (`envs.PRESET_VERSIONS`) and RESULTS_VERSION.
+Records with one fingerprint are seeds of one experiment; `benchmark/report.py` never averages across fingerprints.
+The file name is `{env}__{exp_name}__{seed}__{fingerprint}.json`, so the same run made twice (on CPU: bitwise the same)
+is one file, and runs from other machines are added by copying their files in.
+"""
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from envs import PRESET_VERSIONS  # noqa: E402
+
+RESULTS_VERSION = 1
+"""bump it in the commit that changes what the scripts compute (not how they log), so older runs get set apart"""
+OUTSIDE_FINGERPRINT = {"seed", "track", "wandb_project_name", "wandb_entity", "save_model", "checkpoint_frequency",
+                       "checkpoint_dir", "resume", "cuda", "torch_deterministic"}  # fmt: skip
+TAG = "eval/episodic_return"
+
+
+@dataclass
+class Args:
+    runs: tuple[str, ...] = ("sweeps",)
+    """folders searched recursively for run folders ({env}__{exp_name}__{seed}__{unix_time}) with event files"""
+    results: str = "results"
+    """folder of the records"""
+    commit: Optional[str] = None
+    """git commit of the code that made the runs; default: this checkout's HEAD"""
+
+
+def fingerprint(flags: dict) -> str:
+    """12 hex digits that change exactly when a setting that changes results changes."""
+    settings = {key: str(value) for key, value in flags.items() if key not in OUTSIDE_FINGERPRINT}
+    settings["env_version"] = PRESET_VERSIONS.get(str(flags["env"]), 1)
+    settings["results_version"] = RESULTS_VERSION
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def record_path(results, flags: dict) -> Path:
+    return Path(results) / f"{flags['env']}__{flags['exp_name']}__{flags['seed']}__{fingerprint(flags)}.json"
+
+
+def git_commit(folder) -> str:
+    """HEAD of the checkout that holds `folder`, with '-dirty' when its tracked files have changes; 'unknown' outside git."""
+    def git(*cmd):
+        return subprocess.run(["git", "-C", str(folder), *cmd], capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "HEAD")
+    return (head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if head else "unknown"
+
+
+def read_run(run_dir):
+    """(flags, evaluation curve) of one run folder: the flags from the hyperparameter table the script logs (the newest,
+    which a resumed run rewrites), the curve as TensorBoard shows it (steps a stopped run logged past its checkpoint
+    are purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    if TAG not in events.Tags()["scalars"] or "hyperparameters/text_summary" not in events.Tags()["tensors"]:
+        return None
+    table = events.Tensors("hyperparameters/text_summary")[-1].tensor_proto.string_val[0].decode()
+    flags = dict(re.findall(r"^\|([a-z_0-9]+)\|(.*)\|$", table, flags=re.M)[1:])  # [0] is the header, |param|value|
+    return flags, [[e.step, e.value] for e in events.Scalars(TAG)]
+
+
+def make_record(run_dir, commit: str):
+    run = read_run(run_dir)
+    if run is None:
+        return None
+    flags, curve = run
+    return {"env": flags["env"], "exp_name": flags["exp_name"], "seed": int(flags["seed"]), "fingerprint": fingerprint(flags),
+            "script": f"{flags['exp_name']}.py", "commit": commit, "env_version": PRESET_VERSIONS.get(flags["env"], 1),
+            "results_version": RESULTS_VERSION, "run_name": Path(run_dir).name, "written": time.strftime("%Y-%m-%d %H:%M"),
+            "flags": flags, "eval": curve}  # fmt: skip
+
+
+def write_record(record, results) -> Path:
+    path = record_path(results, record["flags"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def read_records(results):
+    """Every record under `results`, as dicts."""
+    return [json.loads(path.read_text()) for path in sorted(Path(results).rglob("*.json"))]
+
+
+def run_dirs(folders):
+    """Run folders under `folders`, by name; of a run made twice, the newest."""
+    newest = {}
+    for folder in folders:
+        for path in sorted({p.parent for p in Path(folder).rglob("events.out.tfevents.*")}):
+            match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", path.name)
+            if match:
+                key = match.groups()[:3]
+                newest[key] = max(newest.get(key, (-1, None)), (int(match.group(4)), path))
+    return [path for _, path in newest.values()]
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    commit = args.commit or git_commit(Path(__file__).parent)
+    for run_dir in run_dirs(args.runs):
+        record = make_record(run_dir, commit)
+        print(f"{run_dir}: " + (f"wrote {write_record(record, args.results)}" if record else f"no {TAG}, skipped"))

@@ -1,0 +1,132 @@
+"""Checkpoint and resume: a run killed after a checkpoint and resumed is bitwise the run that was never stopped."""
+
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import iql  # noqa: E402
+from test_scripts import SCRIPTS  # noqa: E402
+
+SHORT = ["--no-cuda", "--batch-size", "4", "--buffer-size", "30", "--eval-frequency", "300", "--eval-episodes", "3",
+         "--target-network-frequency", "3", "--save-model"]  # fmt: skip
+BUDGET = {"lbf-hard": "1200", "marbler-pcp": "2000"}  # checkpoints every 400 steps, losses logged before the end
+
+
+def start(script, cwd, *extra):
+    cmd = [sys.executable, str(ROOT / script), *SHORT, *extra]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc):
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return out
+
+
+def final_parameters(cwd):
+    (model,) = [p for p in (cwd / "runs").glob("*/*.pt") if p.name != "checkpoint.pt"]
+    state = torch.load(model)
+    return torch.cat([t.flatten() for sd in (state if isinstance(state, list) else [state]) for t in sd.values()])
+
+
+def scalars(cwd, tag):
+    """(step, value) pairs of `tag` across every event file of the one run dir, as TensorBoard shows them."""
+    (run_dir,) = (cwd / "runs").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.mark.parametrize("env", ["lbf-hard", "marbler-pcp"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_killed_and_resumed_run_is_bitwise_the_straight_run(script, env, tmp_path):
+    if env.startswith("marbler"):
+        pytest.importorskip("envs.marbler")
+    flags = ["--env", env, "--total-timesteps", BUDGET[env]]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    straight.mkdir(), stopped.mkdir()
+    proc = start(script, straight, *flags)  # never checkpoints: checkpoints must not change a run
+
+    killed = start(script, stopped, *flags, "--checkpoint-frequency", "400", "--checkpoint-dir", str(tmp_path / "ckpt"))
+    deadline = time.time() + 300
+    while not list((tmp_path / "ckpt").glob("*/checkpoint.pt")) and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    (checkpoint,) = (tmp_path / "ckpt").glob("*/checkpoint.pt")
+    resumed = finish(start(script, stopped, "--resume", str(checkpoint.parent)))
+    assert 400 <= int(resumed.split(", resumed from")[0].split("=")[-1]) < int(BUDGET[env])  # it was stopped part-way
+    finish(proc)
+
+    assert torch.equal(final_parameters(stopped), final_parameters(straight))
+    for tag in ["eval/episodic_return", "charts/episodic_return", "losses/td_loss"]:
+        assert scalars(stopped, tag) == scalars(straight, tag), tag  # no step lost or logged twice
+    assert "eval_episodic_return" in resumed
+
+
+def test_resume_keeps_flags_that_change_the_run(tmp_path):
+    finish(start("vdn.py", tmp_path, "--total-timesteps", "500", "--checkpoint-frequency", "200"))
+    (checkpoint,) = (tmp_path / "runs").glob("*/checkpoint.pt")
+    bad = subprocess.run([sys.executable, str(ROOT / "vdn.py"), "--resume", str(checkpoint), "--learning-rate", "0.1"],
+                         cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: --learning-rate differs from the checkpoint's (0.0003) and would change the run"
+    done = subprocess.run([sys.executable, str(ROOT / "vdn.py"), "--resume", str(checkpoint), "--total-timesteps", "400"],
+                          cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode != 0 and "--total-timesteps must exceed the checkpoint's" in done.stderr
+    missing = subprocess.run([sys.executable, str(ROOT / "vdn.py"), "--resume", str(tmp_path / "nowhere")],
+                             cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode != 0 and "no checkpoint at" in missing.stderr and "Traceback" not in missing.stderr
+    longer = subprocess.run([sys.executable, str(ROOT / "vdn.py"), "--resume", str(checkpoint), "--total-timesteps", "700"],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert longer.returncode == 0, longer.stderr
+    assert "global_step=700, eval_episodic_return" in longer.stdout
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / "run" / "checkpoint.pt")
+    iql.save_checkpoint(path, global_step=100)
+    real_save = torch.save
+
+    def killed_mid_write(obj, file):
+        real_save(obj, file)
+        Path(file).write_bytes(Path(file).read_bytes()[:50])  # what a SIGKILL halfway through leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        iql.save_checkpoint(path, global_step=200)
+    assert Path(path + ".tmp").exists()
+    assert iql.load_checkpoint(str(tmp_path / "run"))["global_step"] == 100
+    monkeypatch.setattr(torch, "save", real_save)
+    iql.save_checkpoint(path, global_step=300)  # the next write replaces the torn file
+    assert iql.load_checkpoint(path)["global_step"] == 300 and not Path(path + ".tmp").exists()
+
+
+def test_buffer_pickles_its_filled_part_compactly_and_exactly():
+    rb = iql.ReplayBuffer(capacity=1000, episode_limit=5, n_agents=2, obs_size=10)
+    for value in [1.0, 2.0, 3.0]:
+        for t in range(4):
+            obs = [np.full(10, value + t, np.float32)] * 2
+            rb.add(obs, np.array([t, t + 1]), value, obs, t == 3)
+        rb.end_episode()
+    blob = pickle.dumps(rb)
+    state = rb.__getstate__()
+    assert state["obs"].dtype == np.int8 and len(state["obs"]) == len(state["mask"]) == 3  # 3 of 1000 slots
+    assert len(blob) < rb.obs.nbytes / 100
+    back = pickle.loads(blob)
+    for key in ["obs", "actions", "rewards", "terminated", "mask"]:
+        assert getattr(back, key).dtype == getattr(rb, key).dtype and np.array_equal(getattr(back, key), getattr(rb, key))
+    assert (back.pos, back.size, back.t, back.capacity) == (rb.pos, rb.size, rb.t, rb.capacity)
+    rb.obs[0, 0, 0, 0] = 0.5  # not an integer: observations stay float32 and exact
+    assert pickle.loads(pickle.dumps(rb)).obs[0, 0, 0, 0] == 0.5
