@@ -209,3 +209,16 @@ def test_slurm_and_wandb_files(tmp_path):
     cmd.insert(cmd.index("--"), "--dry-run")
     out = sweep(*cmd, cwd=tmp_path)
     assert out.returncode == 0 and "vdn.py --env lbf-hard --seed 3" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("script", ["iql.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py"])
+def test_evaluate_reproduces_the_end_of_training_return(script, tmp_path):
+    flags = ["--no-cuda", "--env", "lbf-hard", "--seed", "4", "--total-timesteps", "600", "--batch-size", "2",
+             "--buffer-size", "10", "--eval-frequency", "600", "--eval-episodes", "5", "--eval-epsilon", "0.3", "--save-model"]
+    out = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=tmp_path, check=True, capture_output=True,
+                         text=True, timeout=300).stdout  # fmt: skip
+    trained = out.split("global_step=600, eval_episodic_return=")[1].split()[0]
+    (model,) = (tmp_path / "runs").glob(f"*/{script[:-3]}.pt")
+    evaluate = [sys.executable, str(ROOT / "benchmark" / "evaluate.py"), str(model), "--episodes", "5", "--epsilon", "0.3"]
+    out = subprocess.run(evaluate, check=True, capture_output=True, text=True, timeout=300).stdout
+    assert f"mean return {trained} " in out, (trained, out)

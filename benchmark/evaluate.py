@@ -1,0 +1,82 @@
+"""Evaluate a saved model without training: the script's own network and acting code, N episodes, mean return with a CI.
+
+    python benchmark/evaluate.py runs/lbf-easy__vdn_ps__1__1764070000/vdn_ps.pt --episodes 500 --epsilon 0.05
+
+The script and env come from the run folder's name ({env}__{exp_name}__{seed}__{unix_time}); the network sizes from the
+saved parameters. The env is seeded like the script's evaluation env (seed + 100000) unless --env-seed is given, so the
+first evaluation of a run whose only evaluation is its last step is reproduced exactly.
+"""
+
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from envs import make_env  # noqa: E402
+
+
+@dataclass
+class Args:
+    model: tyro.conf.Positional[str]
+    """a file written by --save-model: runs/{run_name}/{exp_name}.pt"""
+    episodes: int = 100
+    """evaluation episodes"""
+    epsilon: float = 0.0
+    """epsilon of the evaluation policy (0: greedy), drawn as the scripts' --eval-epsilon draws it"""
+    env_seed: Optional[int] = None
+    """seed of the evaluation env and its epsilon draws; default: the run's seed + 100000, as in training"""
+
+
+def load_agents(model: Path):
+    """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (vdn_ps)."""
+    match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", model.parent.name)
+    if not match:
+        raise SystemExit(f"error: {model} is not inside a run folder named {{env}}__{{exp_name}}__{{seed}}__{{unix_time}}")
+    env_name, exp_name, seed = match.group(1), match.group(2), int(match.group(3))
+    spec = importlib.util.spec_from_file_location(exp_name, ROOT / f"{exp_name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # importing a script runs nothing
+    saved = torch.load(model)
+    networks = []
+    for state in saved if isinstance(saved, list) else [saved]:
+        hidden_dim, input_size = state["fc1.weight"].shape
+        network = script.QNetwork(input_size, state["fc2.weight"].shape[0], hidden_dim)
+        network.load_state_dict(state)
+        networks.append(network)
+    return script, env_name, seed, networks if isinstance(saved, list) else networks[0]
+
+
+def evaluate(script, env, agents, episodes: int, epsilon: float, rng):
+    """Team returns of `episodes` episodes, acting as the scripts' evaluation does."""
+    returns = []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        hidden, done = None, False
+        while not done:
+            q, hidden = script.q_step(agents, obs, hidden, "cpu")
+            explore = rng.random(env.n_agents) < epsilon
+            random_actions = rng.integers(env.n_actions, size=env.n_agents)
+            obs, _, terminated, truncated, info = env.step(np.where(explore, random_actions, q.argmax(-1).numpy()))
+            done = terminated or truncated
+        returns.append(info["episode"]["r"])
+    return np.array(returns)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    script, env_name, seed, agents = load_agents(Path(args.model))
+    env_seed = seed + 100_000 if args.env_seed is None else args.env_seed
+    env, rng = make_env(env_name, env_seed), np.random.default_rng(env_seed)
+    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng)
+    means = returns[np.random.default_rng(0).integers(0, len(returns), (20_000, len(returns)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    print(f"{args.model}: {env_name}, epsilon {args.epsilon}, {args.episodes} episodes: "
+          f"mean return {returns.mean():.4f} (95% CI {lo:.4f} to {hi:.4f})")  # fmt: skip
