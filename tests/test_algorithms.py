@@ -14,6 +14,7 @@ import dvdn  # noqa: E402
 import dvdn_gt  # noqa: E402
 import iql  # noqa: E402
 import vdn  # noqa: E402
+import vdn_ps  # noqa: E402
 
 
 # ---------------------------------------------------------------- replay buffer
@@ -88,10 +89,11 @@ def networks(module, n_agents=3, obs_size=4, seed=0):
     return q_networks, target_networks
 
 
-def test_td_error_double_q_by_hand():
+@pytest.mark.parametrize("module", [iql, vdn, vdn_ps, dvdn, dvdn_gt])
+def test_td_error_double_q_by_hand(module):
     obs, actions, rewards, terminated = batch(n_agents=1)
-    (q_net,), (target_net,) = networks(iql, n_agents=1)
-    delta, old_val = iql.td_error(q_net, target_net, obs[:, :, 0], actions[:, :, 0], rewards, terminated, 0.9, True)
+    (q_net,), (target_net,) = networks(module, n_agents=1)
+    delta, old_val = module.td_error(q_net, target_net, obs[:, :, 0], actions[:, :, 0], rewards, terminated, 0.9, True)
     q, target = q_net(obs[:, :, 0])[0], target_net(obs[:, :, 0])[0]
     for b in range(obs.shape[0]):
         for t in range(actions.shape[1]):
@@ -99,7 +101,7 @@ def test_td_error_double_q_by_hand():
             expected = rewards[b, t] + 0.9 * (1 - terminated[b, t]) * target[b, t + 1, a_next] - q[b, t, actions[b, t, 0]]
             assert delta[b, t].item() == pytest.approx(expected.item(), abs=1e-5)
             assert old_val[b, t].item() == pytest.approx(q[b, t, actions[b, t, 0]].item(), abs=1e-6)
-    delta_max, _ = iql.td_error(q_net, target_net, obs[:, :, 0], actions[:, :, 0], rewards, terminated, 0.9, False)
+    delta_max, _ = module.td_error(q_net, target_net, obs[:, :, 0], actions[:, :, 0], rewards, terminated, 0.9, False)
     expected = rewards + 0.9 * (1 - terminated) * target[:, 1:].max(-1).values - q[:, :-1].gather(-1, actions).squeeze(-1)
     torch.testing.assert_close(delta_max, expected)
 
@@ -258,3 +260,24 @@ def test_gt_agents_start_from_the_same_weights(tmp_path):
     for other in params[1:]:
         for key in params[0]:
             torch.testing.assert_close(params[0][key], other[key], atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------- code a child must share with its parent
+def test_children_share_their_parents_td_target_consensus_and_loss():
+    """dvdn_gt.py's DVDN part is dvdn.py's, which the end-to-end test above ties to VDN; every script's TD error is the
+    one the by-hand test checks. A child that drifts from these copies fails here, not by luck in the diff budget."""
+    import inspect
+
+    for module in [vdn, vdn_ps, dvdn, dvdn_gt]:
+        assert inspect.getsource(module.td_error) == inspect.getsource(iql.td_error), module.__name__
+    for name in ["random_graph", "metropolis_weights", "consensus"]:
+        assert inspect.getsource(getattr(dvdn_gt, name)) == inspect.getsource(getattr(dvdn, name)), name
+
+    def consensus_and_loss(path):
+        lines = (ROOT / path).read_text().splitlines()
+        start = next(i for i, line in enumerate(lines) if "# consensus on the TDs" in line)
+        end = next(i for i, line in enumerate(lines) if line.strip().startswith("loss = ") and i > start)
+        return lines[start : end + 1]
+
+    assert len(consensus_and_loss("dvdn.py")) >= 6
+    assert consensus_and_loss("dvdn_gt.py") == consensus_and_loss("dvdn.py")

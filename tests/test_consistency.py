@@ -1,0 +1,125 @@
+"""Behaviour inside each script's __main__: acting and training see the same Q-values, padding never reaches a loss, and
+GTAdam mixes parameters. The scripts run in this process; a hook at their `tyro.cli` call (after every class is defined,
+before any step) reaches into their namespace."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import dvdn_gt  # noqa: E402
+from test_scripts import SCRIPTS  # noqa: E402
+
+
+def run_script(script, flags, monkeypatch, tmp_path, on_start=lambda namespace: None):
+    """Runs `script` as __main__ with `flags`; on_start(namespace) runs when it parses its flags. Returns its globals."""
+    real_cli = tyro.cli
+
+    def cli(*args, **kwargs):
+        on_start(sys._getframe(1).f_globals)
+        return real_cli(*args, **kwargs)
+
+    monkeypatch.setattr(tyro, "cli", cli)
+    monkeypatch.setattr(sys, "argv", [script, "--no-cuda", *flags])
+    monkeypatch.chdir(tmp_path)
+    return runpy.run_path(str(ROOT / script), run_name="__main__")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_training_sees_the_q_values_that_acting_saw(script, monkeypatch, tmp_path):
+    """With a buffer of two episodes, every batch holds the episode just played, under the parameters it was played with
+    (one gradient step per episode, at its end). The training forward over it must give the Q-values acting computed step
+    by step: same agent ids, same inputs, hidden state reset at the episode start."""
+    calls = []  # (network, acting?, q-values)
+
+    def record_q_values(namespace):
+        forward = namespace["QNetwork"].forward
+
+        def recorded(self, obs, hidden=None):
+            q_values, hidden = forward(self, obs, hidden)
+            calls.append((self, obs.shape[1] == 1, q_values.detach().clone()))
+            return q_values, hidden
+
+        namespace["QNetwork"].forward = recorded
+
+    flags = ["--env", "lbf-easy", "--total-timesteps", "400", "--batch-size", "2", "--buffer-size", "2",
+             "--eval-frequency", "100000", "--eval-episodes", "1"]  # fmt: skip
+    run_script(script, flags, monkeypatch, tmp_path, record_q_values)
+
+    acted, checked, trainings = {}, 0, 0
+    for network, acting, q_values in calls:
+        if acting:
+            acted.setdefault(network, []).append(q_values[:, 0])  # (n_agents or 1, n_actions)
+        elif network in acted:  # an online network's training forward (target networks never act)
+            trainings += 1
+            episode = torch.stack(acted.pop(network))  # (time, rows, n_actions): this network's acting since the last one
+            if trainings > len({n for n, a, _ in calls if a}):  # each network's first batch follows two episodes: skip it
+                for row in range(episode.shape[1]):
+                    steps = len(episode)
+                    assert any(torch.allclose(q_values[b, :steps], episode[:, row], atol=1e-5) for b in range(len(q_values)))
+                    checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_padded_steps_change_no_loss_or_gradient(script, monkeypatch, tmp_path):
+    """Episodes of Foraging-5x5-2p-1f end when the food is eaten, so batches hold padded steps. Filling them with garbage
+    (observations, actions, rewards, terminal flags) must leave training exactly as it was."""
+
+    padded_batches = []
+
+    def garbage_padding(namespace):
+        sample = namespace["ReplayBuffer"].sample
+
+        def sample_with_garbage(self, batch_size, device):
+            obs, actions, rewards, terminated, mask = sample(self, batch_size, device)
+            pad = mask == 0
+            padded_batches.append(bool(pad.any()))
+            generator = torch.Generator().manual_seed(len(padded_batches))
+            obs[:, 1:][pad] = torch.randint(-5, 5, obs[:, 1:][pad].shape, generator=generator).float()
+            actions[pad] = torch.randint(0, 6, actions[pad].shape, generator=generator)
+            rewards[pad], terminated[pad] = 7.0, 1.0
+            return obs, actions, rewards, terminated, mask
+
+        namespace["ReplayBuffer"].sample = sample_with_garbage
+
+    def parameters(namespace):
+        networks = namespace.get("q_networks") or [namespace["q_network"]]
+        return torch.cat([p.detach().flatten() for network in networks for p in network.parameters()])
+
+    flags = ["--env", "Foraging-5x5-2p-1f-v3", "--total-timesteps", "800", "--batch-size", "4", "--buffer-size", "10",
+             "--eval-frequency", "100000", "--eval-episodes", "1", "--seed", "2", "--no-standardise-rewards"]  # fmt: skip
+    (tmp_path / "clean").mkdir(), (tmp_path / "garbage").mkdir()
+    clean = run_script(script, flags, monkeypatch, tmp_path / "clean")
+    garbage = run_script(script, flags, monkeypatch, tmp_path / "garbage", garbage_padding)
+    assert clean["gradient_step"] >= 10 and sum(padded_batches) >= 5  # episodes ended early, batches were padded
+    assert torch.equal(parameters(clean), parameters(garbage))
+
+
+def test_gtadam_mixes_the_parameters_of_neighbours():
+    """Eqs. (4c)-(4d) with a non-identity W and different rows per agent: with g = 0 and zero state the new w is W @ w,
+    and one step with gradients matches the equations written out by hand."""
+    torch.manual_seed(0)
+    adj = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=float)  # a path 0 - 1 - 2
+    W = torch.as_tensor(dvdn_gt.metropolis_weights(adj))
+    w = torch.randn(3, 5, dtype=torch.float64)
+    zeros = torch.zeros_like(w)
+    new_w, z, m, v = dvdn_gt.gtadam_step(W, w, zeros, zeros, zeros, zeros, zeros, 1, 0.1, 0.9, 0.999, 1e-8, True)
+    torch.testing.assert_close(new_w, W @ w)
+    assert not torch.allclose(new_w, w)
+
+    g, g_prev, z0 = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5)
+    z0, m0, v0 = z0.double(), torch.rand(3, 5, dtype=torch.float64), torch.rand(3, 5, dtype=torch.float64)
+    new_w, z, m, v = dvdn_gt.gtadam_step(W, w, z0, g, g_prev, m0, v0, 3, 0.1, 0.9, 0.999, 1e-8, True)
+    for i in range(3):
+        z_i = sum(W[i, j] * z0[j] for j in range(3)) + g[i] - g_prev[i]
+        m_i, v_i = 0.9 * m0[i] + 0.1 * z_i, 0.999 * v0[i] + 0.001 * z_i**2
+        step = 0.1 * (m_i / (1 - 0.9**3)) / ((v_i / (1 - 0.999**3)).sqrt() + 1e-8)
+        torch.testing.assert_close(new_w[i], sum(W[i, j] * w[j] for j in range(3)) - step)
+        torch.testing.assert_close((z[i], m[i], v[i]), (z_i, m_i, v_i))
