@@ -152,11 +152,12 @@ class ReplayBuffer:
         return [torch.as_tensor(x, device=device) for x in data]
 
     def __getstate__(self):
-        """For checkpoints: the filled slots only, observations as int8 when that loses nothing (LBF's are small ints)."""
-        filled = {k: getattr(self, k)[: self.size] for k in ("obs", "actions", "rewards", "terminated", "mask")}
-        state = {**self.__dict__, **filled}
-        if np.array_equal(state["obs"].astype(np.int8), state["obs"]):
-            state["obs"] = state["obs"].astype(np.int8)
+        """For checkpoints: the filled slots only, each array as int8 when that loses nothing (LBF's observations, actions)."""
+        state = {**self.__dict__}
+        for k in ("obs", "actions", "rewards", "terminated", "mask"):
+            state[k] = state[k][: self.size]
+            if np.array_equal(state[k].astype(np.int8), state[k]):
+                state[k] = state[k].astype(np.int8)
         return state
 
     def __setstate__(self, state):
@@ -195,7 +196,7 @@ def save_checkpoint(path: str, **state):
     """Pickles the training state and the global random generators; atomic: a kill mid-write leaves the last checkpoint."""
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({**state, "rng": rng}, path + ".tmp")
+    torch.save({**state, "rng": rng}, path + ".tmp", pickle_protocol=4)  # protocol 4 stores numpy's bytes as they are
     os.replace(path + ".tmp", path)
 
 
