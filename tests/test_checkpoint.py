@@ -98,8 +98,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint(tmp_path, m
     iql.save_checkpoint(path, global_step=100)
     real_save = torch.save
 
-    def killed_mid_write(obj, file):
-        real_save(obj, file)
+    def killed_mid_write(obj, file, **kwargs):
+        real_save(obj, file, **kwargs)
         Path(file).write_bytes(Path(file).read_bytes()[:50])  # what a SIGKILL halfway through leaves
         raise KeyboardInterrupt
 
