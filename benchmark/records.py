@@ -101,15 +101,10 @@ def read_records(results):
 
 
 def run_dirs(folders):
-    """Run folders under `folders`, by name; of a run made twice, the newest."""
-    newest = {}
-    for folder in folders:
-        for path in sorted({p.parent for p in Path(folder).rglob("events.out.tfevents.*")}):
-            match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", path.name)
-            if match:
-                key = match.groups()[:3]
-                newest[key] = max(newest.get(key, (-1, None)), (int(match.group(4)), path))
-    return [path for _, path in newest.values()]
+    """Every run folder ({env}__{exp_name}__{seed}__{unix_time}) under `folders`."""
+    pattern = re.compile(r"(.+?)__(.+?)__(-?\d+)__(\d+)")
+    return [path for folder in folders for path in sorted({p.parent for p in Path(folder).rglob("events.out.tfevents.*")})
+            if pattern.fullmatch(path.name)]  # fmt: skip
 
 
 if __name__ == "__main__":
