@@ -7,7 +7,6 @@ saved parameters. The env is seeded like the script's evaluation env (seed + 100
 first evaluation of a run whose only evaluation is its last step is reproduced exactly.
 """
 
-import importlib.util
 import re
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmark.records import load_script  # noqa: E402
 from envs import make_env  # noqa: E402
 
 
@@ -41,9 +41,7 @@ def load_agents(model: Path):
     if not match:
         raise SystemExit(f"error: {model} is not inside a run folder named {{env}}__{{exp_name}}__{{seed}}__{{unix_time}}")
     env_name, exp_name, seed = match.group(1), match.group(2), int(match.group(3))
-    spec = importlib.util.spec_from_file_location(exp_name, ROOT / f"{exp_name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)  # importing a script runs nothing
+    script = load_script(str(ROOT / f"{exp_name}.py"))
     saved = torch.load(model)
     networks = []
     for state in saved if isinstance(saved, list) else [saved]:

@@ -10,7 +10,9 @@ The file name is `{env}__{exp_name}__{seed}__{fingerprint}.json`, so the same ru
 is one file, and runs from other machines are added by copying their files in.
 """
 
+import functools
 import hashlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -40,6 +42,15 @@ class Args:
     """folder of the records"""
     commit: Optional[str] = None
     """git commit of the code that made the runs; default: this checkout's HEAD"""
+
+
+@functools.lru_cache(maxsize=None)
+def load_script(path: str):
+    """A training script as a module, loaded once per path (importing a script runs nothing)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def fingerprint(flags: dict) -> str:

@@ -11,7 +11,6 @@ metric, specs/dvdn.md §6). Only the evaluation steps that every seed logged are
 seeds.
 """
 
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmark"))
-from records import OUTSIDE_FINGERPRINT, fingerprint, make_record, read_records, run_dirs  # noqa: E402
+from records import OUTSIDE_FINGERPRINT, fingerprint, load_script, make_record, read_records, run_dirs  # noqa: E402
 
 
 @dataclass
@@ -79,10 +78,7 @@ def default_flags(exp_name, env):
     path = ROOT / f"{exp_name}.py"
     if not path.exists():
         return None
-    spec = importlib.util.spec_from_file_location(exp_name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importing a script runs nothing
-    return {key: str(value) for key, value in vars(module.Args(env=env)).items()}
+    return {key: str(value) for key, value in vars(load_script(str(path)).Args(env=env)).items()}
 
 
 def split_by_defaults(groups, flags):

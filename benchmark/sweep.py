@@ -9,7 +9,6 @@ checkpoint stays in the run's dir, so put `--out` outside the checkout for long 
 Everything after `--` is passed unchanged to every script.
 """
 
-import importlib.util
 import os
 import shlex
 import shutil
@@ -24,7 +23,7 @@ from typing import Optional
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import git_commit, make_record, record_path, write_record  # noqa: E402
+from records import git_commit, load_script, make_record, record_path, write_record  # noqa: E402
 
 
 @dataclass
@@ -62,10 +61,7 @@ def run_dir(out, script, env, seed):
 
 def planned_flags(script, env, seed, extra):
     """Every flag value the run will use, as the script's own parser resolves them (imports the script: runs nothing)."""
-    spec = importlib.util.spec_from_file_location(Path(script).stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return vars(tyro.cli(module.Args, args=["--env", env, "--seed", str(seed), *extra]))
+    return vars(tyro.cli(load_script(str(Path(script).resolve())).Args, args=["--env", env, "--seed", str(seed), *extra]))
 
 
 def is_done(script, env, seed, out, extra, results):
