@@ -36,7 +36,7 @@ class Args:
 
 
 def load_agents(model: Path):
-    """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (vdn_ps)."""
+    """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (the _ps scripts)."""
     match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", model.parent.name)
     if not match:
         raise SystemExit(f"error: {model} is not inside a run folder named {{env}}__{{exp_name}}__{{seed}}__{{unix_time}}")

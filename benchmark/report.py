@@ -38,7 +38,7 @@ class Args:
     """seed of the bootstrap RNG, so the report is reproducible"""
 
 
-COLUMNS = {"iql": "IQL", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
+COLUMNS = {"iql": "IQL", "iql_ps": "IQL (PS)", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
 TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     ("LBF (homogeneous)", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"}, ["iql", "dvdn_gt", "vdn_ps"]),
     ("MARBLER (heterogeneous)", {"marbler-arctic": "Arctic", "marbler-material": "Material", "marbler-pcp": "PCP",

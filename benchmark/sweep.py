@@ -28,7 +28,7 @@ from records import git_commit, load_script, make_record, record_path, write_rec
 
 @dataclass
 class Args:
-    scripts: tuple[str, ...] = ("iql.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py")
+    scripts: tuple[str, ...] = ("iql.py", "iql_ps.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py")
     """training scripts to run (any path; exp_name is the file stem)"""
     envs: tuple[str, ...] = ("lbf-easy",)
     """env presets passed as --env"""

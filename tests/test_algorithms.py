@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 import dvdn  # noqa: E402
 import dvdn_gt  # noqa: E402
 import iql  # noqa: E402
+import iql_ps  # noqa: E402
 import vdn  # noqa: E402
 import vdn_ps  # noqa: E402
 
@@ -89,7 +90,7 @@ def networks(module, n_agents=3, obs_size=4, seed=0):
     return q_networks, target_networks
 
 
-@pytest.mark.parametrize("module", [iql, vdn, vdn_ps, dvdn, dvdn_gt])
+@pytest.mark.parametrize("module", [iql, iql_ps, vdn, vdn_ps, dvdn, dvdn_gt])
 def test_td_error_double_q_by_hand(module):
     obs, actions, rewards, terminated = batch(n_agents=1)
     (q_net,), (target_net,) = networks(module, n_agents=1)
@@ -268,7 +269,7 @@ def test_children_share_their_parents_td_target_consensus_and_loss():
     one the by-hand test checks. A child that drifts from these copies fails here, not by luck in the diff budget."""
     import inspect
 
-    for module in [vdn, vdn_ps, dvdn, dvdn_gt]:
+    for module in [iql_ps, vdn, vdn_ps, dvdn, dvdn_gt]:
         assert inspect.getsource(module.td_error) == inspect.getsource(iql.td_error), module.__name__
     for name in ["random_graph", "metropolis_weights", "consensus"]:
         assert inspect.getsource(getattr(dvdn_gt, name)) == inspect.getsource(getattr(dvdn, name)), name

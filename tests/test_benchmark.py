@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
+from test_scripts import SCRIPTS  # noqa: E402
 
 # Mimics the training scripts' CLI and run-dir naming, and logs eval/episodic_return = seed + step / 100 at steps
 # 0, 50, ..., total_timesteps. Uses tensorboard's own event writer (no torch import) to keep each run fast.
@@ -211,7 +212,7 @@ def test_slurm_and_wandb_files(tmp_path):
     assert out.returncode == 0 and "vdn.py --env lbf-hard --seed 3" in out.stdout, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("script", ["iql.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py"])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_evaluate_reproduces_the_end_of_training_return(script, tmp_path):
     flags = ["--no-cuda", "--env", "lbf-hard", "--seed", "4", "--total-timesteps", "600", "--batch-size", "2",
              "--buffer-size", "10", "--eval-frequency", "600", "--eval-episodes", "5", "--eval-epsilon", "0.3", "--save-model"]

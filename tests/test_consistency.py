@@ -14,6 +14,7 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import dvdn_gt  # noqa: E402
+import iql  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
 
@@ -100,6 +101,50 @@ def test_padded_steps_change_no_loss_or_gradient(script, monkeypatch, tmp_path):
     garbage = run_script(script, flags, monkeypatch, tmp_path / "garbage", garbage_padding)
     assert clean["gradient_step"] >= 10 and sum(padded_batches) >= 5  # episodes ended early, batches were padded
     assert torch.equal(parameters(clean), parameters(garbage))
+
+
+def written_out_loss(namespace, independent):
+    """The loss of the batch in `namespace`, agent by agent with iql.td_error: IQL sums each agent's own squared TD on the
+    team reward R; VDN squares the sum of the agents' TDs with reward share R / N. A shared network reads o_i + one-hot i."""
+    obs, actions, rewards, terminated, mask = (namespace[k] for k in ["obs_b", "actions_b", "rewards_b", "terminated_b", "mask_b"])
+    args, n = namespace["args"], obs.shape[2]
+    deltas = []
+    with torch.no_grad():
+        for i in range(n):
+            if "q_networks" in namespace:
+                network, target, obs_i = namespace["q_networks"][i], namespace["target_networks"][i], obs[:, :, i]
+            else:
+                network, target = namespace["q_network"], namespace["target_network"]
+                agent_id = torch.nn.functional.one_hot(torch.tensor(i), n).float().expand(*obs.shape[:2], n)
+                obs_i = torch.cat([obs[:, :, i], agent_id], -1)
+            share = rewards if independent else rewards / n
+            deltas.append(iql.td_error(network, target, obs_i, actions[:, :, i], share, terminated, args.gamma, args.double_q)[0])
+    deltas = torch.stack(deltas, -1)  # (batch, time, n_agents)
+    per_step = (deltas**2).sum(-1) if independent else deltas.sum(-1) ** 2
+    return ((per_step * mask).sum() / mask.sum()).item()
+
+
+@pytest.mark.parametrize("script", ["iql.py", "iql_ps.py", "vdn.py", "vdn_ps.py"])
+def test_loss_is_the_algorithms_loss_written_out(script, monkeypatch, tmp_path):
+    """At every gradient step, seen at the gradient clip (after backward, before any optimiser step), the script's loss is
+    its algorithm's loss written out agent by agent: the reward share, the sum and the agent ids all count."""
+    losses = []  # (gradient step, script's loss, written-out loss)
+    clip_grad_norm = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters, max_norm):
+        namespace = sys._getframe(1).f_globals
+        if not losses or losses[-1][0] != namespace["gradient_step"]:  # iql.py clips once per agent: the first sees all
+            reference = written_out_loss(namespace, independent=script.startswith("iql"))
+            losses.append((namespace["gradient_step"], namespace["loss"].item(), reference))
+        return clip_grad_norm(parameters, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    flags = ["--env", "lbf-medium", "--total-timesteps", "500", "--batch-size", "3", "--buffer-size", "10",
+             "--eval-frequency", "100000", "--eval-episodes", "1"]  # fmt: skip
+    run_script(script, flags, monkeypatch, tmp_path)
+    assert len(losses) >= 5
+    for _, loss, reference in losses:
+        assert loss == pytest.approx(reference, rel=1e-5)
 
 
 def test_gtadam_mixes_the_parameters_of_neighbours():
