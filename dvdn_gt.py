@@ -1,4 +1,5 @@
 # docs and experiment results: README.md#dvdn_gtpy (parent: dvdn.py)
+import math
 import os
 import random
 import time
@@ -198,13 +199,23 @@ class RunningMeanStd:
         self.count = total
 
 
-def random_graph(n_agents: int, link_prob: float):
+def random_graph(n_agents: int, link_prob: float, max_draws: int = 1_000_000):
     """Adjacency matrix of a random undirected graph, each link up with probability link_prob, redrawn until connected."""
-    while True:
+    for _ in range(max_draws):  # the scripts refuse a link_prob that needs over 1000 draws on average
         upper = np.triu(np.random.random((n_agents, n_agents)) < link_prob, k=1)
         adj = (upper | upper.T).astype(np.float64)
         if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():  # every agent reaches every other
             return adj
+    raise RuntimeError(f"no connected graph of {n_agents} agents in {max_draws} draws with link_prob {link_prob}")
+
+
+def connected_probability(n_agents: int, link_prob: float):
+    """Probability that one draw of random_graph is connected (Gilbert 1959: condition on the size k of agent 0's part)."""
+    connected = [1.0]  # connected[k - 1]: the probability for k agents
+    for n in range(2, n_agents + 1):
+        split = sum(math.comb(n - 1, k - 1) * connected[k - 1] * (1 - link_prob) ** (k * (n - k)) for k in range(1, n))
+        connected.append(1.0 - split)
+    return connected[-1]
 
 
 def metropolis_weights(adj: np.ndarray):
@@ -273,9 +284,20 @@ if __name__ == "__main__":
             raise SystemExit(f"error: --total-timesteps must exceed the checkpoint's {checkpoint['global_step']} steps")
 
     for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
-                 "hidden_dim", "eval_frequency", "eval_episodes"]:  # fmt: skip
+                 "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]:  # fmt: skip
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["gamma", "start_e", "end_e", "eval_epsilon", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
+    if args.end_e > args.start_e:
+        raise SystemExit(f"error: --end-e ({args.end_e}) cannot exceed --start-e ({args.start_e})")
+    if not 0 <= args.seed < 2**32 - 100_000:  # numpy seeds lie in [0, 2^32); the evaluation env adds 100000
+        raise SystemExit(f"error: --seed must lie in [0, {2**32 - 100_000 - 1}], got {args.seed}")
+    if not (0.0 <= args.beta1 < 1.0 and 0.0 <= args.beta2 < 1.0):
+        raise SystemExit(f"error: --beta1 and --beta2 must lie in [0, 1), got {args.beta1} and {args.beta2}")
+    if args.adam_eps <= 0:
+        raise SystemExit(f"error: --adam-eps must be positive, got {args.adam_eps}")
     if args.checkpoint_frequency < 0:
         raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
     if args.batch_size > args.buffer_size:
@@ -330,8 +352,9 @@ if __name__ == "__main__":
     w = torch.stack([parameters_to_vector(q_networks[i].parameters()) for i in range(n_agents)]).detach()
     z, g_prev, m, v = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
     hidden = None
-    if args.topology in ("switching", "static") and n_agents > 1 and args.link_prob == 0:
-        raise SystemExit("error: --link-prob 0 never connects the agents; use --topology none to train without links")
+    if args.topology in ("switching", "static") and connected_probability(n_agents, args.link_prob) < 1e-3:
+        raise SystemExit(f"error: --link-prob {args.link_prob} connects {n_agents} agents in under 1 of 1000 draws of the "
+                         "graph; raise it, or use --topology none to train without links")  # fmt: skip
     if args.topology in ("switching", "static"):
         adj = random_graph(n_agents, args.link_prob)
     else:

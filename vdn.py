@@ -221,9 +221,16 @@ if __name__ == "__main__":
             raise SystemExit(f"error: --total-timesteps must exceed the checkpoint's {checkpoint['global_step']} steps")
 
     for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
-                 "hidden_dim", "eval_frequency", "eval_episodes"]:  # fmt: skip
+                 "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]:  # fmt: skip
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["gamma", "start_e", "end_e", "eval_epsilon", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
+    if args.end_e > args.start_e:
+        raise SystemExit(f"error: --end-e ({args.end_e}) cannot exceed --start-e ({args.start_e})")
+    if not 0 <= args.seed < 2**32 - 100_000:  # numpy seeds lie in [0, 2^32); the evaluation env adds 100000
+        raise SystemExit(f"error: --seed must lie in [0, {2**32 - 100_000 - 1}], got {args.seed}")
     if args.checkpoint_frequency < 0:
         raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
     if args.batch_size > args.buffer_size:

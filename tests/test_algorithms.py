@@ -150,6 +150,30 @@ def test_random_graph_is_connected_and_varies():
     assert len({adj.tobytes() for adj in graphs}) > 50  # links really drop out
 
 
+@pytest.mark.parametrize("n_agents, link_prob", [(2, 0.3), (3, 0.5), (5, 0.2), (6, 0.15)])
+def test_connected_probability_matches_random_graphs_redraws(n_agents, link_prob, monkeypatch):
+    """random_graph redraws until the graph is connected, so its draws per graph average 1 / connected_probability: the
+    exact probability behind the scripts' refusal of a hopeless --link-prob."""
+    draws, real_random = [0], np.random.random
+
+    def counted(*args, **kwargs):
+        draws[0] += 1
+        return real_random(*args, **kwargs)
+
+    monkeypatch.setattr(np.random, "random", counted)
+    np.random.seed(n_agents)
+    graphs, p = 2000, dvdn.connected_probability(n_agents, link_prob)
+    for _ in range(graphs):
+        dvdn.random_graph(n_agents, link_prob)
+    # draws per graph are geometric: mean 1 / p, variance (1 - p) / p^2
+    assert draws[0] / graphs == pytest.approx(1 / p, abs=4 * np.sqrt((1 - p) / p**2 / graphs))
+
+
+def test_random_graph_gives_up_after_its_draws():
+    with pytest.raises(RuntimeError, match="no connected graph of 4 agents in 50 draws"):
+        dvdn.random_graph(4, 0.0, max_draws=50)
+
+
 def test_switching_consensus_converges_to_the_mean():
     np.random.seed(1)
     deltas = torch.randn(4, 7, 8, dtype=torch.float64)  # (batch, time, n_agents)
@@ -271,7 +295,7 @@ def test_children_share_their_parents_td_target_consensus_and_loss():
 
     for module in [iql_ps, vdn, vdn_ps, dvdn, dvdn_gt]:
         assert inspect.getsource(module.td_error) == inspect.getsource(iql.td_error), module.__name__
-    for name in ["random_graph", "metropolis_weights", "consensus"]:
+    for name in ["random_graph", "connected_probability", "metropolis_weights", "consensus"]:
         assert inspect.getsource(getattr(dvdn_gt, name)) == inspect.getsource(getattr(dvdn, name)), name
 
     def consensus_and_loss(path):

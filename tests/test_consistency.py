@@ -106,7 +106,8 @@ def test_padded_steps_change_no_loss_or_gradient(script, monkeypatch, tmp_path):
 def written_out_loss(namespace, independent):
     """The loss of the batch in `namespace`, agent by agent with iql.td_error: IQL sums each agent's own squared TD on the
     team reward R; VDN squares the sum of the agents' TDs with reward share R / N. A shared network reads o_i + one-hot i."""
-    obs, actions, rewards, terminated, mask = (namespace[k] for k in ["obs_b", "actions_b", "rewards_b", "terminated_b", "mask_b"])
+    names = ["obs_b", "actions_b", "rewards_b", "terminated_b", "mask_b"]
+    obs, actions, rewards, terminated, mask = (namespace[name] for name in names)
     args, n = namespace["args"], obs.shape[2]
     deltas = []
     with torch.no_grad():
@@ -118,7 +119,8 @@ def written_out_loss(namespace, independent):
                 agent_id = torch.nn.functional.one_hot(torch.tensor(i), n).float().expand(*obs.shape[:2], n)
                 obs_i = torch.cat([obs[:, :, i], agent_id], -1)
             share = rewards if independent else rewards / n
-            deltas.append(iql.td_error(network, target, obs_i, actions[:, :, i], share, terminated, args.gamma, args.double_q)[0])
+            delta, _ = iql.td_error(network, target, obs_i, actions[:, :, i], share, terminated, args.gamma, args.double_q)
+            deltas.append(delta)
     deltas = torch.stack(deltas, -1)  # (batch, time, n_agents)
     per_step = (deltas**2).sum(-1) if independent else deltas.sum(-1) ** 2
     return ((per_step * mask).sum() / mask.sum()).item()
