@@ -35,6 +35,8 @@ class Args:
     """wandb team or user; None means your default entity"""
     save_model: bool = False
     """if True, save the agents' parameters to runs/{run_name}/{exp_name}.pt at the end"""
+    capture_video: bool = False
+    """if True, film the first episode of every evaluation to runs/{run_name}/videos/ (GIF; sent to wandb with --track)"""
     checkpoint_frequency: int = 0
     """environment steps between checkpoints of the whole training state, written at the next episode end (0: never)"""
     checkpoint_dir: str = "runs"
@@ -251,8 +253,8 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
 
 
 # flags that leave what a run computes unchanged, so a resumed run may give them new values
-RESUME_FREE = {"track", "wandb_project_name", "wandb_entity", "save_model", "checkpoint_frequency", "checkpoint_dir", "resume",
-               "total_timesteps"}  # fmt: skip
+RESUME_FREE = {"track", "wandb_project_name", "wandb_entity", "save_model", "capture_video", "checkpoint_frequency",
+               "checkpoint_dir", "resume", "total_timesteps"}  # fmt: skip
 
 
 def save_checkpoint(path: str, **state):
@@ -469,7 +471,10 @@ if __name__ == "__main__":
         # ALGO LOGIC: greedy evaluation on a separately seeded env
         if (global_step + 1) % args.eval_frequency == 0 or global_step + 1 == args.total_timesteps:
             eval_returns = []
+            video_path = f"runs/{run_name}/videos/eval_{global_step + 1}.gif" if args.capture_video else None
             for _ in range(args.eval_episodes):
+                if video_path and not eval_returns:
+                    eval_env.film(video_path)  # rendering draws no random numbers: filming changes nothing
                 eval_obs, _ = eval_env.reset()
                 eval_hidden, eval_done = None, False
                 while not eval_done:
@@ -482,6 +487,8 @@ if __name__ == "__main__":
                 eval_returns.append(eval_info["episode"]["r"])
             print(f"global_step={global_step + 1}, eval_episodic_return={np.mean(eval_returns):.4f}")
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step + 1)
+            if video_path and args.track:
+                wandb.log({"eval/video": wandb.Video(video_path, format="gif")})
 
         # ALGO LOGIC: checkpoint at the first episode end after every checkpoint_frequency steps; the last line is the learner
         if args.checkpoint_frequency and (terminated or truncated) and (

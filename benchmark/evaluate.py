@@ -1,14 +1,18 @@
 """Evaluate a saved model without training: the script's own network and acting code, N episodes, mean return with a CI.
 
     python benchmark/evaluate.py runs/lbf-easy__vdn_ps__1__1764070000/vdn_ps.pt --episodes 500 --epsilon 0.05
+    python benchmark/evaluate.py /data/runs/lbf-easy__iql_ps__2__1764070000/checkpoint.pt --video team.gif
 
-The script and env come from the run folder's name ({env}__{exp_name}__{seed}__{unix_time}); the network sizes from the
-saved parameters. The env is seeded like the script's evaluation env (seed + 100000) unless --env-seed is given, so the
+A model file (--save-model) gives the script and env by its run folder's name ({env}__{exp_name}__{seed}__{unix_time})
+and the network sizes by its parameters; a checkpoint (--checkpoint-frequency) holds its networks itself. The env is
+seeded like the script's evaluation env (seed + 100000) unless --env-seed is given, so the
 first evaluation of a run whose only evaluation is its last step is reproduced exactly.
 """
 
+import pickle
 import re
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,22 +30,41 @@ from envs import make_env  # noqa: E402
 @dataclass
 class Args:
     model: tyro.conf.Positional[str]
-    """a file written by --save-model: runs/{run_name}/{exp_name}.pt"""
+    """a --save-model file (runs/{run_name}/{exp_name}.pt), or a checkpoint ({checkpoint-dir}/{run_name}/checkpoint.pt)"""
     episodes: int = 100
     """evaluation episodes"""
     epsilon: float = 0.0
     """epsilon of the evaluation policy (0: greedy), drawn as the scripts' --eval-epsilon draws it"""
     env_seed: Optional[int] = None
     """seed of the evaluation env and its epsilon draws; default: the run's seed + 100000, as in training"""
+    video: Optional[str] = None
+    """if given, film the first episode to this GIF file"""
+
+
+def unpickle_checkpoint(path: Path, script):
+    """A training checkpoint, whose classes were pickled as members of the training script run as __main__."""
+
+    class ScriptUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            return getattr(script, name) if module == "__main__" else super().find_class(module, name)
+
+    pickle_module = types.SimpleNamespace(**{**vars(pickle), "Unpickler": ScriptUnpickler})
+    return torch.load(path, weights_only=False, map_location="cpu", pickle_module=pickle_module)
 
 
 def load_agents(model: Path):
-    """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (the _ps scripts)."""
+    """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (the _ps scripts).
+    `model` is a --save-model file or a checkpoint (or its folder), inside the run folder whose name gives the script."""
+    model = model / "checkpoint.pt" if model.is_dir() else model
     match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", model.parent.name)
     if not match:
         raise SystemExit(f"error: {model} is not inside a run folder named {{env}}__{{exp_name}}__{{seed}}__{{unix_time}}")
     env_name, exp_name, seed = match.group(1), match.group(2), int(match.group(3))
     script = load_script(str(ROOT / f"{exp_name}.py"))
+    if model.name == "checkpoint.pt":
+        checkpoint = unpickle_checkpoint(model, script)
+        print(f"{model}: step {checkpoint['global_step']} of {checkpoint['args']['total_timesteps']}")
+        return script, env_name, seed, checkpoint.get("q_networks") or checkpoint["q_network"]
     saved = torch.load(model)
     networks = []
     for state in saved if isinstance(saved, list) else [saved]:
@@ -52,10 +75,12 @@ def load_agents(model: Path):
     return script, env_name, seed, networks if isinstance(saved, list) else networks[0]
 
 
-def evaluate(script, env, agents, episodes: int, epsilon: float, rng):
-    """Team returns of `episodes` episodes, acting as the scripts' evaluation does."""
+def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Optional[str] = None):
+    """Team returns of `episodes` episodes, acting as the scripts' evaluation does; `video`: film the first to this GIF."""
     returns = []
     for _ in range(episodes):
+        if video and not returns:
+            env.film(video)
         obs, _ = env.reset()
         hidden, done = None, False
         while not done:
@@ -73,8 +98,10 @@ if __name__ == "__main__":
     script, env_name, seed, agents = load_agents(Path(args.model))
     env_seed = seed + 100_000 if args.env_seed is None else args.env_seed
     env, rng = make_env(env_name, env_seed), np.random.default_rng(env_seed)
-    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng)
+    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video)
     means = returns[np.random.default_rng(0).integers(0, len(returns), (20_000, len(returns)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     print(f"{args.model}: {env_name}, epsilon {args.epsilon}, {args.episodes} episodes: "
           f"mean return {returns.mean():.4f} (95% CI {lo:.4f} to {hi:.4f})")  # fmt: skip
+    if args.video:
+        print(f"first episode filmed to {args.video}")

@@ -29,8 +29,8 @@ from envs import PRESET_VERSIONS  # noqa: E402
 
 RESULTS_VERSION = 1
 """bump it in the commit that changes what the scripts compute (not how they log), so older runs get set apart"""
-OUTSIDE_FINGERPRINT = {"seed", "track", "wandb_project_name", "wandb_entity", "save_model", "checkpoint_frequency",
-                       "checkpoint_dir", "resume", "cuda", "torch_deterministic"}  # fmt: skip
+OUTSIDE_FINGERPRINT = {"seed", "track", "wandb_project_name", "wandb_entity", "save_model", "capture_video",
+                       "checkpoint_frequency", "checkpoint_dir", "resume", "cuda", "torch_deterministic"}  # fmt: skip
 TAG = "eval/episodic_return"
 
 

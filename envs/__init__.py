@@ -1,4 +1,4 @@
-"""Thin multi-agent environment wrappers shared by the five scripts.
+"""Thin multi-agent environment wrappers shared by the six scripts.
 
 Every environment returned by `make_env` has the same small API:
 
@@ -9,7 +9,10 @@ Every environment returned by `make_env` has the same small API:
 `terminated` means the task ended (no bootstrapping); `truncated` means the episode hit its time limit.
 At the end of an episode `info["episode"] = {"r": team return, "l": length}`, where the team return is
 the sum over time of the sum of the agents' rewards. The wrappers make no algorithm choices.
+`env.render()` returns an RGB frame (H, W, 3) uint8, drawn headless; `env.film(path)` records the next episode.
 """
+
+import os
 
 import numpy as np
 
@@ -21,23 +24,36 @@ PRESET_VERSIONS = {"lbf-easy": 2, "lbf-medium": 2, "lbf-hard": 2}  # 2: lbforagi
 
 
 class RecordEpisode:
-    """Adds `info["episode"]` (team return and length) at the end of every episode."""
+    """Adds `info["episode"]` (team return and length) at the end of every episode; `film(path)` records the next episode
+    (from its reset to its end) as an animated GIF at `path`. Rendering draws no random numbers, so filming changes nothing.
+    """
 
     def __init__(self, env):
         self.env = env
         self.n_agents, self.obs_size, self.n_actions = env.n_agents, env.obs_size, env.n_actions
         self.episode_limit = env.episode_limit
+        self.video_path, self.frames = None, []
+
+    def film(self, path: str):
+        self.video_path = path
 
     def reset(self):
         self.episode_return, self.episode_length = 0.0, 0
-        return self.env.reset()
+        obs, info = self.env.reset()
+        self.frames = [self.env.render()] if self.video_path else []
+        return obs, info
 
     def step(self, actions):
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         self.episode_return += float(np.sum(rewards))
         self.episode_length += 1
+        if self.video_path:
+            self.frames.append(self.env.render())
         if terminated or truncated:
             info = {**info, "episode": {"r": self.episode_return, "l": self.episode_length}}
+            if self.video_path:
+                write_gif(self.frames, self.video_path)
+                self.video_path, self.frames = None, []
         return obs, rewards, terminated, truncated, info
 
     def render(self):
@@ -45,6 +61,15 @@ class RecordEpisode:
 
     def close(self):
         self.env.close()
+
+
+def write_gif(frames, path: str, frames_per_second: int = 5):
+    """Animated GIF (Pillow, which matplotlib installs): plays in any browser and in wandb, needs no ffmpeg."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // frames_per_second, loop=0)
 
 
 def make_env(name: str, seed: int):

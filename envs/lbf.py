@@ -6,6 +6,7 @@ or column. The same tasks under lbforaging 2.0's rules are the presets with the 
 """
 
 import gymnasium as gym
+import numpy as np
 import lbforaging  # noqa: F401  (registers the Foraging-* ids)
 from lbforaging.foraging import ForagingEnv
 
@@ -59,10 +60,29 @@ class LBFEnv:
         return obs, rewards, done and not truncated, truncated, info
 
     def render(self):
-        import pyglet
+        """RGB frame (H, W, 3) uint8 of the grid, drawn headless with matplotlib's Agg canvas (lbforaging's own viewer
+        needs a display or EGL): food as red squares, agents as numbered circles, each with its level."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Circle, Rectangle
 
-        pyglet.options["headless"] = True
-        return self.env.render()
+        rows, cols = self.env.field.shape
+        fig = Figure(figsize=(0.45 * cols, 0.45 * rows + 0.3), dpi=100)  # a 0.3-inch strip on top for the caption
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0.005, 0.005, 0.99, 0.45 * rows / (0.45 * rows + 0.3) - 0.01))
+        ax.set(xlim=(0, cols), ylim=(rows, 0), aspect="equal", xticks=[], yticks=[])  # row 0 at the top, as lbforaging
+        ax.hlines(range(rows + 1), 0, cols, color="lightgrey", lw=0.5)
+        ax.vlines(range(cols + 1), 0, rows, color="lightgrey", lw=0.5)
+        for r, c in zip(*np.nonzero(self.env.field)):
+            ax.add_patch(Rectangle((c + 0.15, r + 0.15), 0.7, 0.7, color="tab:red"))
+            ax.text(c + 0.5, r + 0.5, str(self.env.field[r, c]), ha="center", va="center", color="w", fontsize=9)
+        for i, player in enumerate(self.env.players):
+            r, c = player.position
+            ax.add_patch(Circle((c + 0.5, r + 0.5), 0.4, color=f"C{i}"))
+            ax.text(c + 0.5, r + 0.5, f"{i}:{player.level}", ha="center", va="center", color="w", fontsize=7)
+        fig.text(0.02, 0.99, f"t={self.env.current_step}  (agent:level, food level)", fontsize=8, va="top")
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
     def close(self):
         self.env.close()

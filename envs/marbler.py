@@ -542,5 +542,8 @@ class MarblerEnv:
         fig.canvas.draw()
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
+    def __getstate__(self):  # a checkpoint keeps the task, not the cached figure
+        return {**vars(self), "_fig": None}
+
     def close(self):
         self._fig = None

@@ -214,12 +214,19 @@ def test_slurm_and_wandb_files(tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_evaluate_reproduces_the_end_of_training_return(script, tmp_path):
+    """From the --save-model file and from the last checkpoint (written at step 600 here: the last episode ends there)."""
     flags = ["--no-cuda", "--env", "lbf-hard", "--seed", "4", "--total-timesteps", "600", "--batch-size", "2",
-             "--buffer-size", "10", "--eval-frequency", "600", "--eval-episodes", "5", "--eval-epsilon", "0.3", "--save-model"]
+             "--buffer-size", "10", "--eval-frequency", "600", "--eval-episodes", "5", "--eval-epsilon", "0.3", "--save-model",
+             "--checkpoint-frequency", "300"]  # fmt: skip
     out = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=tmp_path, check=True, capture_output=True,
                          text=True, timeout=300).stdout  # fmt: skip
     trained = out.split("global_step=600, eval_episodic_return=")[1].split()[0]
     (model,) = (tmp_path / "runs").glob(f"*/{script[:-3]}.pt")
-    evaluate = [sys.executable, str(ROOT / "benchmark" / "evaluate.py"), str(model), "--episodes", "5", "--epsilon", "0.3"]
-    out = subprocess.run(evaluate, check=True, capture_output=True, text=True, timeout=300).stdout
-    assert f"mean return {trained} " in out, (trained, out)
+    for saved in [model, model.parent / "checkpoint.pt"]:
+        evaluate = [sys.executable, str(ROOT / "benchmark" / "evaluate.py"), str(saved), "--episodes", "5", "--epsilon", "0.3",
+                    "--video", str(tmp_path / "first.gif")]  # fmt: skip
+        out = subprocess.run(evaluate, check=True, capture_output=True, text=True, timeout=300).stdout
+        assert f"mean return {trained} " in out, (saved, trained, out)
+        assert saved == model or "step 600 of 600" in out
+        assert (tmp_path / "first.gif").stat().st_size > 0
+        (tmp_path / "first.gif").unlink()

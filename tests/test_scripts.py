@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from envs import make_env  # noqa: E402
+
 SCRIPTS = ["iql.py", "iql_ps.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py"]
 # changed lines (difflib, both sides) of each child against its parent, as last reviewed; lower these as diffs shrink.
 # DIFF_SLACK lets a correct fix to a line that parent and child share (a few changed lines) pass without a new review.
@@ -63,8 +67,38 @@ def test_save_model(tmp_path):
 
 def test_track_offline(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
-    run("vdn_ps.py", "--track", cwd=tmp_path, env=env)
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    run("vdn_ps.py", "--track", "--capture-video", cwd=tmp_path, env=env)
+    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert len(list(offline_run.glob("files/media/videos/eval/*.gif"))) == 2  # one per evaluation, sent to wandb
+
+
+@pytest.mark.parametrize("script, env", [("iql_ps.py", "lbf-hard"), ("dvdn.py", "marbler-pcp")])
+def test_capture_video_films_evaluations_and_changes_nothing(script, env, tmp_path):
+    """--capture-video films the first episode of each evaluation, frame by frame, headless; the run's numbers are the
+    same as without it."""
+    from PIL import Image
+
+    if env in MARBLER:
+        pytest.importorskip("envs.marbler")
+    (tmp_path / "plain").mkdir(), (tmp_path / "filmed").mkdir()
+    flags = ["--env", env, "--eval-episodes", "1", "--save-model"]
+    plain = run(script, *flags, cwd=tmp_path / "plain").stdout
+    filmed = run(script, *flags, "--capture-video", cwd=tmp_path / "filmed").stdout
+    assert [line for line in plain.splitlines() if "return" in line] == [
+        line for line in filmed.splitlines() if "return" in line]  # fmt: skip
+    (plain_model,), (filmed_model,) = [list((tmp_path / run).glob("runs/*/*.pt")) for run in ["plain", "filmed"]]
+    plain_states, filmed_states = torch.load(plain_model), torch.load(filmed_model)  # a list, or a shared network's dict
+    for plain_state, filmed_state in zip(*[[s] if isinstance(s, dict) else s for s in [plain_states, filmed_states]]):
+        for key in plain_state:  # the same training, step for step
+            torch.testing.assert_close(plain_state[key], filmed_state[key], rtol=0, atol=0)
+    assert not list((tmp_path / "plain").glob("runs/*/videos"))
+    videos = sorted((tmp_path / "filmed").glob("runs/*/videos/*.gif"))
+    assert [v.name for v in videos] == ["eval_150.gif", "eval_300.gif"]
+    for video in videos:
+        with Image.open(video) as gif:
+            frames = [np.asarray(gif.seek(i) or gif.convert("RGB")) for i in range(gif.n_frames)]
+        assert 2 <= len(frames) <= make_env(env, 0).episode_limit + 1  # the reset and every step of one episode
+        assert any((a != b).any() for a, b in zip(frames, frames[1:]))  # the team moves
 
 
 @pytest.mark.parametrize(
