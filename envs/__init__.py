@@ -28,18 +28,20 @@ class RecordEpisode:
     (from its reset to its end) as an animated GIF at `path`. Rendering draws no random numbers, so filming changes nothing.
     """
 
+    next_video = video_path = None  # class defaults, so checkpoints pickled before filming existed still load
+
     def __init__(self, env):
         self.env = env
         self.n_agents, self.obs_size, self.n_actions = env.n_agents, env.obs_size, env.n_actions
         self.episode_limit = env.episode_limit
-        self.video_path, self.frames = None, []
 
     def film(self, path: str):
-        self.video_path = path
+        self.next_video = path
 
     def reset(self):
         self.episode_return, self.episode_length = 0.0, 0
         obs, info = self.env.reset()
+        self.video_path, self.next_video = self.next_video, None
         self.frames = [self.env.render()] if self.video_path else []
         return obs, info
 
@@ -53,7 +55,8 @@ class RecordEpisode:
             info = {**info, "episode": {"r": self.episode_return, "l": self.episode_length}}
             if self.video_path:
                 write_gif(self.frames, self.video_path)
-                self.video_path, self.frames = None, []
+                self.video_path = None
+            self.frames = []
         return obs, rewards, terminated, truncated, info
 
     def render(self):
