@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
+from benchmark.report import gap_closure, ordering_table  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
 # Mimics the training scripts' CLI and run-dir naming, and logs eval/episodic_return = seed + step / 100 at steps
@@ -98,6 +99,41 @@ def test_make_table_layout():
     )
     assert lines[5].startswith("| Hard | not run; paper 0.43 (-0.01, 0.02) |")
     assert len(PAPER) == 21  # 4 MARBLER tasks x 3 + 3 LBF tasks x 3
+
+
+def test_gap_closure_and_its_bootstrap():
+    flat = lambda *levels: {seed: ([0, 10], [0.0, level]) for seed, level in enumerate(levels)}  # noqa: E731
+    exact = gap_closure(flat(0.2, 0.2), flat(0.5, 0.5), flat(0.8, 0.8), n_resamples=500)
+    assert exact == pytest.approx({"mean": 0.5, "lo": 0.5, "hi": 0.5})  # no spread across seeds: no spread in the CI
+    noisy = gap_closure(flat(0.1, 0.3), flat(0.4, 0.6), flat(0.8, 0.8), n_resamples=2000)
+    assert noisy["mean"] == pytest.approx((0.5 - 0.2) / (0.8 - 0.2))
+    # extremes of the resampling: IQL's seeds both 0.3 or both 0.1, DVDN's both 0.4 or both 0.6
+    assert (0.1 / 0.5) <= noisy["lo"] < noisy["mean"] < noisy["hi"] <= (0.5 / 0.7)
+    # the best step is chosen per resample: a seed whose peak comes late still counts at its peak
+    late = {0: ([0, 10, 20], [0.0, 0.5, 0.1]), 1: ([0, 10, 20], [0.0, 0.1, 0.5])}
+    assert gap_closure(flat(0.0, 0.0), late, flat(1.0, 1.0), n_resamples=200)["mean"] == pytest.approx(0.3)
+    assert gap_closure({0: ([0], [1.0]), 1: ([5], [1.0])}, flat(0.5), flat(1.0)) is None  # its seeds share no step
+
+
+def test_ordering_table_states_the_claim_per_task():
+    flat = lambda *levels: {seed: ([0, 10], [0.0, level]) for seed, level in enumerate(levels)}  # noqa: E731
+    runs = {("lbf-easy", "iql"): flat(0.2, 0.3), ("lbf-easy", "dvdn_gt"): flat(0.5, 0.6),
+            ("lbf-easy", "vdn_ps"): flat(0.55, 0.9), ("lbf-hard", "iql"): flat(0.4, 0.4),
+            ("lbf-hard", "dvdn_gt"): flat(0.3, 0.3), ("lbf-hard", "vdn_ps"): flat(0.5, 0.5)}
+    results = {key: best_point(curves, 500) for key, curves in runs.items()}
+    table = ordering_table("LBF", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"},
+                           ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()  # fmt: skip
+    assert table[2] == ("| task | IQL < DVDN (GT) < VDN (PS)? | CIs that overlap | gap closed by DVDN (GT) | "
+                        "paper's gap closed |")
+    easy, hard = table[4].split(" | "), table[5].split(" | ")
+    assert easy[:3] == ["| Easy", "yes", "DVDN (GT) / VDN (PS)"]  # [0.5, 0.6] and [0.55, 0.9] overlap
+    assert easy[3].startswith(f"{(0.55 - 0.25) / (0.725 - 0.25):.2f} (") and easy[4] == f"{0.08 / 0.13:.2f} |"
+    assert hard[:4] == ["| Hard", "no", "none", f"{(0.3 - 0.4) / (0.5 - 0.4):.2f} (-1.00 to -1.00)"]
+    assert len(table) == 6  # Medium has no runs: no row
+    runs[("lbf-easy", "iql_ps")] = flat(0.45, 0.45)
+    table = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()
+    assert table[2].endswith("| gap closed, against IQL (PS) | paper's gap closed |")
+    assert table[4].split(" | ")[4].startswith(f"{(0.55 - 0.45) / (0.725 - 0.45):.2f} (")
 
 
 def fake_record(exp_name, env, seed, curve, **changed):
