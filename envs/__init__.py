@@ -18,7 +18,8 @@ import numpy as np
 
 LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")  # lbforaging 1.x spawn rules; "-2.0" gives the same task under 2.0's
 MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")
-PRESETS = LBF_PRESETS + MARBLER_PRESETS
+MPE_PRESETS = ("mpe-spread", "mpe-tag", "mpe-adversary")  # partially observable; "-full" gives mpe2's full observations
+PRESETS = LBF_PRESETS + MARBLER_PRESETS + MPE_PRESETS
 # a preset's version goes up whenever its task changes, so result records made before and after never merge
 PRESET_VERSIONS = {"lbf-easy": 2, "lbf-medium": 2, "lbf-hard": 2}  # 2: lbforaging 1.x spawn rules; 1: as first made
 
@@ -85,5 +86,9 @@ def make_env(name: str, seed: int):
         from envs.marbler import MarblerEnv
 
         return RecordEpisode(MarblerEnv(name, seed))
+    if name.removesuffix("-full") in MPE_PRESETS:
+        from envs.mpe import MPEEnv
+
+        return RecordEpisode(MPEEnv(name, seed))
     raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)}, an LBF preset with the suffix -2.0, "
-                     "or a raw lbforaging id (Foraging-...-v3)")
+                     "an MPE preset with the suffix -full, or a raw lbforaging id (Foraging-...-v3)")

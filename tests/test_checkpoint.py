@@ -19,7 +19,7 @@ from test_scripts import SCRIPTS  # noqa: E402
 
 SHORT = ["--no-cuda", "--batch-size", "4", "--buffer-size", "30", "--eval-frequency", "300", "--eval-episodes", "3",
          "--target-network-frequency", "3", "--save-model"]  # fmt: skip
-BUDGET = {"lbf-hard": "1200", "marbler-pcp": "2000"}  # checkpoints every 400 steps, losses logged before the end
+BUDGET = {"lbf-hard": "1200", "marbler-pcp": "2000", "mpe-tag": "1200"}  # checkpoints every 400 steps, losses logged before the end
 
 
 def start(script, cwd, *extra):
@@ -47,11 +47,13 @@ def scalars(cwd, tag):
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
-@pytest.mark.parametrize("env", ["lbf-hard", "marbler-pcp"])
+@pytest.mark.parametrize("env", ["lbf-hard", "marbler-pcp", "mpe-tag"])
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_killed_and_resumed_run_is_bitwise_the_straight_run(script, env, tmp_path):
     if env.startswith("marbler"):
         pytest.importorskip("envs.marbler")
+    if env.startswith("mpe"):
+        pytest.importorskip("mpe2")
     flags = ["--env", env, "--total-timesteps", BUDGET[env]]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir(), stopped.mkdir()

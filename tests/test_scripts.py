@@ -24,6 +24,7 @@ DIFF_BUDGET = {("iql.py", "iql_ps.py"): 73, ("iql.py", "vdn.py"): 31, ("vdn.py",
 DIFF_SLACK = 6
 LBF = ["lbf-easy", "lbf-medium", "lbf-hard"]
 MARBLER = ["marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse"]
+MPE = ["mpe-spread", "mpe-tag", "mpe-adversary"]
 TINY = ["--no-cuda", "--total-timesteps", "300", "--batch-size", "2", "--buffer-size", "10", "--eval-frequency", "150",
         "--eval-episodes", "2", "--target-network-frequency", "2"]  # fmt: skip
 
@@ -37,11 +38,13 @@ def episode_lines(stdout):
     return [line for line in stdout.splitlines() if "episodic_return" in line]
 
 
-@pytest.mark.parametrize("env", LBF + MARBLER)
+@pytest.mark.parametrize("env", LBF + MARBLER + MPE)
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_end_to_end(script, env, tmp_path):
     if env in MARBLER:
         pytest.importorskip("envs.marbler")
+    if env in MPE:
+        pytest.importorskip("mpe2")
     out = run(script, "--env", env, cwd=tmp_path).stdout
     assert episode_lines(out), out
     assert "eval_episodic_return" in out
@@ -105,6 +108,7 @@ def test_capture_video_films_evaluations_and_changes_nothing(script, env, tmp_pa
     "script, flags, message",
     [
         ("iql.py", ["--env", "lbf-impossible"], "lbf-easy, lbf-medium, lbf-hard"),
+        ("vdn.py", ["--env", "mpe-push"], "mpe-spread, mpe-tag, mpe-adversary, an LBF preset with the suffix -2.0"),
         ("vdn.py", ["--env", "Foraging-10x10-0p-3f-v3"], "unknown lbforaging id"),
         ("vdn_ps.py", ["--total-timesteps", "0"], "--total-timesteps must be positive"),
         ("iql.py", ["--batch-size", "-1"], "--batch-size must be positive"),
