@@ -1,5 +1,6 @@
 """Tests for benchmark/sweep.py and benchmark/report.py: statistics, table, and sweep + report end to end."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -221,6 +222,30 @@ def test_sweep_resume_and_report(tmp_path):
     broken = ["--scripts", "broken.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
     out = sweep(*broken, cwd=tmp_path)
     assert out.returncode == 1 and not (tmp_path / "sw" / "lbf-easy__broken__1" / "done").exists()
+
+
+def slurm_is_up():
+    return shutil.which("sbatch") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not slurm_is_up(), reason="opt-in: needs a running Slurm (docs/slurm.md starts a one-node one)")
+def test_a_real_slurm_runs_the_job_array(tmp_path):
+    """The script `sweep.py --slurm` writes, submitted to a real Slurm from the repository root: every task leaves its
+    run folder and its result record, and the report reads them."""
+    grid = ["--scripts", "vdn.py", "dvdn_gt.py", "--envs", "lbf-hard", "--seeds", "1", "2", "--out", str(tmp_path / "sw"),
+            "--results", str(tmp_path / "results"), "--slurm", str(tmp_path / "job.sh"), "--",
+            "--total-timesteps", "300", "--batch-size", "2", "--buffer-size", "10", "--eval-frequency", "150",
+            "--eval-episodes", "2", "--no-cuda"]  # fmt: skip
+    assert sweep(*grid, cwd=ROOT).returncode == 0
+    submitted = subprocess.run(["sbatch", "--wait", str(tmp_path / "job.sh")], cwd=ROOT, capture_output=True, text=True,
+                               timeout=600)  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    records = sorted(p.name.split("__")[1] + p.name.split("__")[2] for p in (tmp_path / "results").glob("*.json"))
+    assert records == ["dvdn_gt1", "dvdn_gt2", "vdn1", "vdn2"]
+    assert len(list((tmp_path / "sw").glob("slurm-*_*.out"))) == 4
+    report = subprocess.run([sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", str(tmp_path / "results"),
+                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "found 4 runs" in report.stdout, report.stdout + report.stderr
 
 
 def test_slurm_and_wandb_files(tmp_path):
