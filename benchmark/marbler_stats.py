@@ -1,7 +1,7 @@
 """Uniform-random-policy statistics and speed of the MARBLER tasks (envs/marbler.py), next to specs/marbler.md §9.1.
 
     taskset -c 0 python benchmark/marbler_stats.py                        # 200 episodes per task, cvxopt (default)
-    taskset -c 0 python benchmark/marbler_stats.py --solver active_set    # the exact, faster QP solver (deviation)
+    taskset -c 0 python benchmark/marbler_stats.py --solver daqp    # the exact, faster QP solver (deviation)
 
 Protocol of the reference (§9.1): a RandomState seeded with `--seed` spawns the episodes and, after each reset, every
 agent draws `randint(n_actions)` from the same RandomState (MARBLER used numpy's global RNG for both). With the
@@ -29,8 +29,8 @@ class Args:
     """uniform-random episodes per task"""
     seed: int = 0
     """seed of the RandomState shared by the env and the policy (the reference used 0)"""
-    solver: Literal["cvxopt", "active_set"] = "cvxopt"
-    """barrier QP solver: cvxopt (MARBLER's, default) or active_set (exact, faster; changes trajectories)"""
+    solver: Literal["cvxopt", "daqp"] = "cvxopt"
+    """barrier QP solver: cvxopt (MARBLER's, default) or daqp (exact, faster; changes trajectories)"""
     tasks: tuple[str, ...] = ("marbler-pcp", "marbler-warehouse", "marbler-material", "marbler-arctic")
     """presets to run"""
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")  # lbforaging 1.x spawn rules; "-2.0" gives the same task under 2.0's
-MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")
+MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")  # "-exact": DAQP's QP
 MPE_PRESETS = ("mpe-spread", "mpe-tag", "mpe-adversary")  # partially observable; "-full" gives mpe2's full observations
 PRESETS = LBF_PRESETS + MARBLER_PRESETS + MPE_PRESETS
 # a preset's version goes up whenever its task changes, so result records made before and after never merge
@@ -82,13 +82,15 @@ def make_env(name: str, seed: int):
         from envs.lbf import LBFEnv
 
         return RecordEpisode(LBFEnv(name, seed))
-    if name in MARBLER_PRESETS:
+    if name.removesuffix("-exact") in MARBLER_PRESETS:  # -exact: the barrier QP solved exactly by DAQP, not cvxopt
         from envs.marbler import MarblerEnv
 
-        return RecordEpisode(MarblerEnv(name, seed))
+        solver = "daqp" if name.endswith("-exact") else "cvxopt"
+        return RecordEpisode(MarblerEnv(name.removesuffix("-exact"), seed, solver=solver))
     if name.removesuffix("-full") in MPE_PRESETS:
         from envs.mpe import MPEEnv
 
         return RecordEpisode(MPEEnv(name, seed))
     raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)}, an LBF preset with the suffix -2.0, "
-                     "an MPE preset with the suffix -full, or a raw lbforaging id (Foraging-...-v3)")
+                     "a MARBLER preset with the suffix -exact, an MPE preset with the suffix -full, "
+                     "or a raw lbforaging id (Foraging-...-v3)")

@@ -1,10 +1,8 @@
 """MARBLER Robotarium tasks (Arctic Transport, Material Transport, Predator Capture Prey, Warehouse).
 
 A clean-room re-implementation from specs/marbler.md ("§" below cites it), behind the API of envs/__init__.py.
-The Robotarium simulator core is written once in numpy, with cvxopt for the barrier-certificate QP (§8.7):
-discrete action -> waypoint (§2.3), go-to-point controller + barrier QP + unicycle mapping (§2.4), Euler
-ticks (§2.5) with a violation test before each tick (§2.6, §2.7), and the grid spawn sampler (§2.12).
-The four scenarios only define spawns, step lengths, observations, rewards and termination.
+The tasks run on the Robotarium simulator core of envs/robotarium.py; each only defines spawns, step lengths,
+observations, rewards and termination.
 
 Replicated quirks (§10): reset returns all-zero observations, "up" (action 2) decreases y, Warehouse/MT
 observations show load flags one step late, the controller is refreshed every 15 ticks, cvxopt runs with
@@ -14,200 +12,8 @@ MARBLER's loose tolerances. Deviation (§2.8, project decision): the time-out is
 import random
 
 import numpy as np
-from cvxopt import matrix, solvers
 
-# §2.2 simulator constants
-DT = 0.033  # seconds per simulator tick
-MAX_V = 0.2  # linear speed clip (m/s)
-MAX_W = 2 * (0.016 / 0.11) * (0.2 / 0.016)  # angular speed clip (rad/s), never binds after the pi clip
-ARENA_X, ARENA_Y = 1.6, 1.0  # boundary test: strictly outside counts
-COLLISION_OFFSET, COLLISION_DIST = 0.025, 0.135  # test points ahead of the centre; <= counts
-# §2.4 controller constants
-PROJECTION = 0.05  # control point ahead of the centre (m)
-GOTO_LIMIT = 0.15  # go-to-point speed limit (m/s)
-BARRIER_LIMIT = 0.2  # barrier input magnitude limit (never binds after GOTO_LIMIT)
-SAFETY_RADIUS = 0.2
-BARRIER_GAIN, UNSAFE_GAIN = 100.0, 1e6
-CONTROL_EVERY = 15  # ticks between controller updates with `robotarium: False` (§2.6)
-# §2.1 navigable box shared by all four configs; MARBLER's UP is the *minimum* y
-LEFT, RIGHT, UP, DOWN = -1.4, 1.4, -0.9, 0.9
-# MARBLER's options; passed per call so the global cvxopt.solvers.options stay untouched (§8.7)
-CVXOPT_OPTIONS = {"reltol": 1e-2, "feastol": 1e-2, "maxiters": 50, "show_progress": False}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# simulator core
-# ---------------------------------------------------------------------------------------------------------
-def grid_spawn(rng, n, spacing, width, height):
-    """Robotarium's old grid sampler (§2.12): n distinct lattice points, skipping (0, 0), plus n headings."""
-    nx, ny = int(np.floor(width / spacing)), int(np.floor(height / spacing))
-    c = rng.choice(nx * ny, n, replace=False) + 1
-    x = (c // ny) * spacing - width / 2
-    y = (c % ny) * spacing - height / 2
-    theta = rng.rand(n) * 2 * np.pi - np.pi  # drawn after all the choices, even where the task overrides them
-    return np.stack([x, y, theta]).astype(np.float64)
-
-
-def waypoints(x, y, moves, step):
-    """§2.3: action ids 0 left, 1 right, 2 "up" (-y), 3 "down" (+y), 4 stay; only the limit ahead is applied."""
-    wx, wy = np.minimum(np.maximum(x, LEFT), RIGHT), np.minimum(np.maximum(y, UP), DOWN)
-    wx = np.where(moves == 0, np.maximum(x - step, LEFT), np.where(moves == 1, np.minimum(x + step, RIGHT), wx))
-    wy = np.where(moves == 2, np.maximum(y - step, UP), np.where(moves == 3, np.minimum(y + step, DOWN), wy))
-    return wx, wy
-
-
-class BarrierQP:
-    """Single-integrator barrier certificate, variant 2 (§2.4 step 3), for a fixed number of robots.
-
-    Solves min sum_i |u_i - u0_i|^2 s.t. -2 e_ij.(u_i - u_j) <= gamma(h_ij) h_ij^3 for every pair i < j.
-    `solver="cvxopt"` reproduces MARBLER (loose tolerances, whatever iterate cvxopt returns); `"active_set"`
-    is an exact dual active-set solver, about 10x cheaper, that changes near-collision trajectories (§8.6).
-    """
-
-    def __init__(self, n, solver="cvxopt"):
-        if solver not in ("cvxopt", "active_set"):
-            raise ValueError(f"unknown barrier QP solver {solver!r}; use 'cvxopt' or 'active_set'")
-        self.n, self.solver = n, solver
-        self.i, self.j = np.triu_indices(n, 1)  # constraint rows in pair order (0,1), (0,2), ... (§8.6)
-        m = len(self.i)
-        rows = np.arange(m)
-        # flat positions of the four non-zeros of each row of A (m, 2n), built once
-        self.flat_i = np.concatenate([rows * 2 * n + 2 * self.i, rows * 2 * n + 2 * self.i + 1])
-        self.flat_j = np.concatenate([rows * 2 * n + 2 * self.j, rows * 2 * n + 2 * self.j + 1])
-        self.A = np.zeros((m, 2 * n))
-        self.P = matrix(2.0 * np.eye(2 * n))
-
-    def __call__(self, xi_x, xi_y, ux, uy):
-        ex, ey = xi_x[self.i] - xi_x[self.j], xi_y[self.i] - xi_y[self.j]
-        h = (ex * ex + ey * ey) - SAFETY_RADIUS**2  # 0.2**2 as a float power, as the original (§8.6)
-        b = np.where(h >= 0, BARRIER_GAIN, UNSAFE_GAIN) * np.power(h, 3)
-        e = np.concatenate([ex, ey])
-        self.A.flat[self.flat_i], self.A.flat[self.flat_j] = -2 * e, 2 * e
-        norm = np.sqrt(ux * ux + uy * uy)
-        scale = np.where(norm > BARRIER_LIMIT, BARRIER_LIMIT / np.where(norm > 0, norm, 1.0), 1.0)
-        u0 = np.stack([ux * scale, uy * scale], axis=1).ravel()  # (u1x, u1y, u2x, ...)
-        if len(b) == 0:  # a single robot: nothing to certify
-            return u0[0::2], u0[1::2]
-        if self.solver == "active_set":
-            u = active_set_qp(self.A, b, u0)
-            if u is not None:
-                return u[0::2], u[1::2]
-        u = np.array(solvers.qp(self.P, matrix(-2 * u0), matrix(self.A), matrix(b), options=CVXOPT_OPTIONS)["x"])
-        return u[0::2, 0], u[1::2, 0]
-
-
-def active_set_qp(A, b, u0, tol=1e-12, max_iter=100):
-    """Exact min 0.5|u - u0|^2 s.t. A u <= b by Goldfarb-Idnani's dual active-set method with Hessian I.
-
-    Starts from the unconstrained optimum u0 (feasible in most controller updates, then it is returned as
-    is) and adds the most violated constraint until none is violated. Returns None if the QP is infeasible.
-    """
-    u = u0.copy()
-    active, mult = [], np.zeros(0)  # active constraint ids and their multipliers
-    for _ in range(max_iter):
-        viol = A @ u - b
-        p = int(np.argmax(viol))
-        if viol[p] <= tol * (1.0 + abs(b[p])):
-            return u
-        lam = 0.0  # multiplier of the constraint p being added
-        while True:
-            n_p = -A[p]  # constraint written as n_p . u >= -b_p
-            if active:
-                N = -A[active].T  # (2n, q) normals of the active constraints, linearly independent
-                r = np.linalg.solve(N.T @ N, N.T @ n_p)
-                z = n_p - N @ r  # primal step direction: n_p projected off the active normals
-            else:
-                r, z = np.zeros(0), n_p
-            zz = z @ z
-            # largest dual step keeping the active multipliers non-negative
-            blocking = np.flatnonzero(r > 0)
-            t_dual, k = np.inf, -1
-            if len(blocking):
-                ratios = mult[blocking] / r[blocking]
-                k = blocking[int(np.argmin(ratios))]
-                t_dual = ratios.min()
-            slack = A[p] @ u - b[p]  # > 0 while p is violated
-            t_full = slack / zz if zz > 1e-14 else np.inf
-            if not np.isfinite(t_dual) and not np.isfinite(t_full):
-                return None  # p cannot be satisfied together with the active set
-            t = min(t_dual, t_full)
-            if np.isfinite(t_full):
-                u = u + t * z
-            mult = mult - t * r
-            lam += t
-            if t == t_full:
-                active.append(p)
-                mult = np.append(mult, lam)
-                break
-            del active[k]  # partial step: drop the blocking constraint and retry adding p
-            mult = np.delete(mult, k)
-    return None
-
-
-class Simulator:
-    """Robotarium motion for one env step (§2.4-§2.7), vectorised over the ticks between controller updates."""
-
-    def __init__(self, n, solver="cvxopt"):
-        self.n = n
-        self.qp = BarrierQP(n, solver)
-        self.i, self.j = np.triu_indices(n, 1)
-
-    def controller(self, x, y, cos, sin, wx, wy):
-        """§2.4: go-to-point on the control point, barrier QP, single-integrator -> unicycle, clips."""
-        xi_x, xi_y = x + PROJECTION * cos, y + PROJECTION * sin
-        ux, uy = wx - xi_x, wy - xi_y
-        norm = np.sqrt(ux * ux + uy * uy)
-        scale = np.where(norm > GOTO_LIMIT, GOTO_LIMIT / np.where(norm > 0, norm, 1.0), 1.0)
-        ux, uy = self.qp(xi_x, xi_y, ux * scale, uy * scale)
-        v = cos * ux + sin * uy
-        w = np.minimum(np.maximum((1 / PROJECTION) * (-sin * ux + cos * uy), -np.pi), np.pi)  # reciprocal (§8.6)
-        return np.minimum(np.maximum(v, -MAX_V), MAX_V), np.minimum(np.maximum(w, -MAX_W), MAX_W)
-
-    def violation(self, x, y, cos, sin):
-        """§2.7 for a block of poses (ticks, n): per-tick boundary and collision flags."""
-        boundary = ((x < -ARENA_X) | (x > ARENA_X) | (y < -ARENA_Y) | (y > ARENA_Y)).any(axis=1)
-        px, py = x + COLLISION_OFFSET * cos, y + COLLISION_OFFSET * sin
-        dx, dy = px[:, self.i] - px[:, self.j], py[:, self.i] - py[:, self.j]
-        collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST).any(axis=1)
-        return boundary, collision
-
-    def run(self, poses, wx, wy, ticks):
-        """Simulates `ticks` ticks from poses (3, n); stops after the first tick whose start pose violates.
-
-        Returns (new poses, violation message or None, per-tick centre displacement (ticks run, n)).
-        Within a block of ticks the velocities are constant, so the headings are the only sequential part;
-        positions follow with a sequential cumulative sum, which adds in the same order as tick-by-tick Euler.
-        """
-        x, y, th = poses
-        disp = []
-        for k0 in range(0, ticks, CONTROL_EVERY):
-            nt = min(CONTROL_EVERY, ticks - k0)
-            th_k = np.empty((nt + 1, self.n))  # heading before each tick, then after the last
-            th_k[0] = th
-            cos0, sin0 = np.cos(th), np.sin(th)
-            v, w = self.controller(x, y, cos0, sin0, wx, wy)
-            dth = DT * w
-            t, s_, c_ = np.empty(self.n), np.empty(self.n), np.empty(self.n)
-            for k in range(nt):  # §2.5: theta <- atan2(sin(theta + dt w), cos(theta + dt w))
-                np.add(th_k[k], dth, out=t)
-                np.arctan2(np.sin(t, out=s_), np.cos(t, out=c_), out=th_k[k + 1])
-            cos, sin = np.cos(th_k[:nt]), np.sin(th_k[:nt])
-            xs, ys = np.empty((nt + 1, self.n)), np.empty((nt + 1, self.n))
-            xs[0], ys[0] = x, y
-            xs[1:], ys[1:] = (DT * cos) * v, (DT * sin) * v  # x <- x + (dt cos theta) v  (§2.5 bracketing)
-            np.add.accumulate(xs, axis=0, out=xs)
-            np.add.accumulate(ys, axis=0, out=ys)
-            boundary, collision = self.violation(xs[:nt], ys[:nt], cos, sin)
-            bad = boundary | collision
-            stop = int(np.argmax(bad)) if bad.any() else nt  # the violating tick is still integrated (§2.6)
-            last = min(stop + 1, nt)
-            disp.append(np.hypot(xs[1 : last + 1] - xs[:last], ys[1 : last + 1] - ys[:last]))
-            x, y, th = xs[last], ys[last], th_k[last]
-            if stop < nt:
-                message = "collision_boundary" if boundary[stop] and collision[stop] else (
-                    "collision" if collision[stop] else "boundary")
-                return np.stack([x, y, th]), message, np.concatenate(disp)
-        return np.stack([x, y, th]), None, np.concatenate(disp)
+from envs.robotarium import ARENA_X, ARENA_Y, DOWN, LEFT, RIGHT, UP, Simulator, grid_spawn, waypoints  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -463,7 +269,7 @@ TASKS = {
 class MarblerEnv:
     """One MARBLER task behind the envs/ API. Keywords (defaults replicate MARBLER):
 
-    solver: "cvxopt" (MARBLER's loose-tolerance QP) or "active_set" (exact, faster; §8.6 deviation).
+    solver: "cvxopt" (MARBLER's loose-tolerance QP) or "daqp" (the same QP solved exactly, faster; §8.6 deviation).
     real_first_obs: if True, reset returns the real observation of the start state instead of zeros (§2.9).
     """
 

@@ -19,7 +19,8 @@ from test_scripts import SCRIPTS  # noqa: E402
 
 SHORT = ["--no-cuda", "--batch-size", "4", "--buffer-size", "30", "--eval-frequency", "300", "--eval-episodes", "3",
          "--target-network-frequency", "3", "--save-model"]  # fmt: skip
-BUDGET = {"lbf-hard": "1200", "marbler-pcp": "2000", "mpe-tag": "1200"}  # checkpoints every 400 steps, losses logged before the end
+# checkpoints every 400 steps, losses logged before the end
+BUDGET = {"lbf-hard": "1200", "marbler-pcp": "2000", "mpe-tag": "1200"}
 
 
 def start(script, cwd, *extra):

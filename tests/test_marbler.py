@@ -12,7 +12,8 @@ import pytest
 
 from benchmark.marbler_stats import REFERENCE, random_episodes  # §9.1 reference values and protocol
 from envs import make_env
-from envs.marbler import TASKS, MarblerEnv, Simulator, active_set_qp, waypoints
+from envs.marbler import TASKS, MarblerEnv, Simulator, waypoints
+from envs.robotarium import BarrierQP, exact_qp
 
 LIMITS = {"marbler-arctic": 61, "marbler-material": 71, "marbler-pcp": 81, "marbler-warehouse": 101}
 STAY = {"marbler-arctic": 4, "marbler-material": 16, "marbler-pcp": 4, "marbler-warehouse": 4}  # MT: 4 * move + msg
@@ -185,10 +186,9 @@ def test_time_out_step_counts(name):
         assert info["remaining"] == env.task.zone1 + env.task.zone2
 
 
-def test_active_set_qp_is_exact():
-    """The optional solver returns the KKT point of min |u - u0|^2 s.t. A u <= b."""
-    rng = np.random.default_rng(0)
-    for _ in range(300):
+def barrier_qps(rng, count):
+    """(A, b, u0) of barrier QPs for random robot placements, built as BarrierQP builds them."""
+    for _ in range(count):
         n = rng.integers(2, 7)
         xi = rng.uniform(-0.4, 0.4, (2, n))
         i, j = np.triu_indices(n, 1)
@@ -198,14 +198,42 @@ def test_active_set_qp_is_exact():
         A[np.arange(len(i)), 2 * i], A[np.arange(len(i)), 2 * i + 1] = -2 * e
         A[np.arange(len(i)), 2 * j], A[np.arange(len(i)), 2 * j + 1] = 2 * e
         b = np.where(h >= 0, 100, 1e6) * h**3
-        u0 = rng.uniform(-0.15, 0.15, 2 * n)
-        u = active_set_qp(A, b, u0)
+        yield A, b, rng.uniform(-0.15, 0.15, 2 * n)
+
+
+def test_exact_qp_is_exact():
+    """The exact solver returns the KKT point of min |u - u0|^2 s.t. A u <= b."""
+    solved = 0
+    for A, b, u0 in barrier_qps(np.random.default_rng(0), 300):
+        u = exact_qp(A, b, u0)
         if u is None:
             continue
+        solved += 1
         assert np.all(A @ u - b <= 1e-9 * (1 + np.abs(b)))
         active = np.abs(A @ u - b) <= 1e-9 * (1 + np.abs(b))
         mu, *_ = np.linalg.lstsq(A[active].T, u0 - u, rcond=None)  # stationarity: u0 - u = A_act^T mu
         assert np.allclose(A[active].T @ mu, u0 - u, atol=1e-9) and np.all(mu >= -1e-9)
+    assert solved >= 250
+
+
+def test_exact_solver_falls_back_to_cvxopt(monkeypatch):
+    """A QP that DAQP reports infeasible, or an error inside DAQP, takes MARBLER's cvxopt path instead of failing."""
+    A = np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])  # u_1x <= -1 and u_1x >= 1: DAQP detects there is no solution
+    assert exact_qp(A, np.array([-1.0, -1.0]), np.array([0.1, 0.0, 0.0, 0.1])) is None
+    qp_daqp, qp_cvxopt = BarrierQP(3, "daqp"), BarrierQP(3, "cvxopt")
+    rng = np.random.default_rng(3)
+    A, b, u0 = next(qp for qp in barrier_qps(rng, 100) if len(qp[2]) == 6 and np.any(qp[0] @ qp[2] > qp[1]))
+    assert not np.array_equal(qp_daqp.solve(A, b, u0), qp_cvxopt.solve(A, b, u0))  # the two paths differ here
+
+    def infeasible(H, f, A, bupper, blower, sense):
+        return np.zeros(len(f)), 0.0, -1, {}  # DAQP's exit flag for an infeasible problem
+
+    def broken(*args):
+        raise RuntimeError("solver error")
+
+    for fake in (infeasible, broken):
+        monkeypatch.setattr("envs.robotarium.daqp.solve", fake)
+        np.testing.assert_array_equal(qp_daqp.solve(A, b, u0), qp_cvxopt.solve(A, b, u0))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,7 +262,23 @@ def test_make_env_api(name):
     env.close()
 
 
-@pytest.mark.parametrize("solver", ["cvxopt", "active_set"])
+@pytest.mark.parametrize("name", list(LIMITS))
+def test_the_exact_suffix_picks_the_exact_solver(name):
+    """`marbler-<task>-exact` is the task with DAQP's exact QP: every script reaches it by --env, with no code of its own."""
+    rng = np.random.default_rng(2)
+    exact, plain, direct = make_env(f"{name}-exact", 4), make_env(name, 4), MarblerEnv(name, 4, solver="daqp")
+    assert (exact.env.sim.qp.solver, plain.env.sim.qp.solver) == ("daqp", "cvxopt")
+    for env in (exact, direct):
+        env.reset()
+    for _ in range(20):
+        actions = rng.integers(exact.n_actions, size=exact.n_agents)
+        a, b = exact.step(actions), direct.step(actions)
+        assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0])) and a[1] == b[1]
+        if a[2] or a[3]:
+            break
+
+
+@pytest.mark.parametrize("solver", ["cvxopt", "daqp"])
 @pytest.mark.parametrize("name", list(LIMITS))
 def test_determinism(name, solver):
     def episode(seed):
@@ -291,8 +335,8 @@ def check_statistics(name, stats, z=3.0):
 
 @pytest.mark.parametrize("name", list(LIMITS))
 def test_random_policy_statistics_fast_solver(name):
-    """§9.1 within sampling error, 150 episodes with the exact active-set solver (fast enough for every run)."""
-    check_statistics(name, random_episodes(name, 150, solver="active_set", seed=1))
+    """§9.1 within sampling error, 150 episodes with the exact solver (fast enough for every run)."""
+    check_statistics(name, random_episodes(name, 150, solver="daqp", seed=1))
 
 
 @pytest.mark.slow

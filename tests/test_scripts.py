@@ -38,10 +38,10 @@ def episode_lines(stdout):
     return [line for line in stdout.splitlines() if "episodic_return" in line]
 
 
-@pytest.mark.parametrize("env", LBF + MARBLER + MPE)
+@pytest.mark.parametrize("env", LBF + MARBLER + ["marbler-pcp-exact"] + MPE)
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_end_to_end(script, env, tmp_path):
-    if env in MARBLER:
+    if env.removesuffix("-exact") in MARBLER:
         pytest.importorskip("envs.marbler")
     if env in MPE:
         pytest.importorskip("mpe2")
