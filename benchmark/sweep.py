@@ -48,10 +48,15 @@ class Args:
     """print the runs that would start, then exit"""
     results: Optional[str] = "results"
     """folder of the result records (benchmark/records.py): a finished run writes one, a run that has one is skipped"""
+    seed_first: bool = False
+    """if True, run seed by seed (every cell gets its first seed before any gets its second): a sweep cut short leaves
+    balanced cells"""
 
 
-def make_grid(scripts, envs, seeds):
+def make_grid(scripts, envs, seeds, seed_first=False):
     """All (script, env, seed) triples in a fixed order, so a Slurm array index always means the same run."""
+    if seed_first:
+        return [(script, env, seed) for seed in seeds for env in envs for script in scripts]
     return [(script, env, seed) for script in scripts for env in envs for seed in seeds]
 
 
@@ -101,7 +106,8 @@ def run_one(script, env, seed, out, extra, results):
 def slurm_script(args, grid, extra):
     """A job array with one grid entry per task; each task calls this file with --task-id."""
     cmd = ["python", "benchmark/sweep.py", "--scripts", *args.scripts, "--envs", *args.envs,
-           "--seeds", *map(str, args.seeds), "--out", args.out, "--results", str(args.results), "--task-id"]  # fmt: skip
+           "--seeds", *map(str, args.seeds), "--out", args.out, "--results", str(args.results),
+           *(["--seed-first"] if args.seed_first else []), "--task-id"]  # fmt: skip
     tail = shlex.join(["--", *extra]) if extra else ""
     return f"""#!/bin/bash
 #SBATCH --job-name=ma-q-sweep
@@ -136,7 +142,7 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = tyro.cli(Args, args=argv[:split]), argv[split + 1 :]
-    grid = make_grid(args.scripts, args.envs, args.seeds)
+    grid = make_grid(args.scripts, args.envs, args.seeds, args.seed_first)
 
     if args.slurm or args.wandb_sweep:
         if args.slurm:

@@ -224,6 +224,15 @@ def test_sweep_resume_and_report(tmp_path):
     assert out.returncode == 1 and not (tmp_path / "sw" / "lbf-easy__broken__1" / "done").exists()
 
 
+def test_seed_first_runs_every_cell_once_before_any_twice(tmp_path):
+    grid = ["--scripts", "iql.py", "vdn.py", "--envs", "lbf-easy", "lbf-hard", "--seeds", "1", "2", "--results", "r"]
+    out = sweep(*grid, "--seed-first", "--dry-run", "--", "--total-timesteps", "10", cwd=tmp_path)
+    runs = [line.split() for line in out.stdout.splitlines() if "--seed" in line]
+    assert [run[-1] for run in runs] == ["1"] * 4 + ["2"] * 4 and len({(r[0], r[2]) for r in runs[:4]}) == 4
+    assert sweep(*grid, "--seed-first", "--slurm", "job.sh", cwd=tmp_path).returncode == 0
+    assert "--seed-first --task-id" in (tmp_path / "job.sh").read_text()  # the array's index means the same run
+
+
 def slurm_is_up():
     return shutil.which("sbatch") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
 
