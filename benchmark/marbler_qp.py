@@ -16,7 +16,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from envs import make_env  # noqa: E402
+from benchmark.random_returns import random_returns  # noqa: E402
 from envs.marbler import TASKS  # noqa: E402
 from envs.robotarium import BarrierQP, daqp  # noqa: E402
 
@@ -30,6 +30,7 @@ class Args:
 
 
 def record_qps(episodes: int):
+    """Every barrier QP that `episodes` uniform-random episodes per task pose (benchmark/random_returns.py's episodes)."""
     qps, solve = [], BarrierQP.solve
 
     def recording(self, A, b, u0):
@@ -37,15 +38,8 @@ def record_qps(episodes: int):
         return solve(self, A, b, u0)
 
     BarrierQP.solve = recording
-    rng = np.random.default_rng(0)
     for name in TASKS:
-        env = make_env(name, 0)
-        for _ in range(episodes):
-            env.reset()
-            done = False
-            while not done:
-                _, _, terminated, truncated, _ = env.step(rng.integers(env.n_actions, size=env.n_agents))
-                done = terminated or truncated
+        random_returns(name, episodes, seed=0)
     BarrierQP.solve = solve
     return qps
 
