@@ -37,7 +37,7 @@ class Args:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    script = importlib.import_module(Path(args.script).stem)  # importing a script runs nothing
+    script = importlib.import_module(Path(args.script).stem)  # registered in sys.modules, so its classes pickle
     env, rng = make_env(args.env, 0), np.random.default_rng(0)
     rb = script.ReplayBuffer(args.buffer_size, env.episode_limit, env.n_agents, env.obs_size)
     for _ in range(20):
@@ -54,8 +54,9 @@ if __name__ == "__main__":
         array[:] = array[np.arange(args.buffer_size) % 20]
     rb.size, rb.pos = args.buffer_size, 0
     n_inputs = env.obs_size + env.n_agents  # with agent ids: the larger networks
-    networks = [script.QNetwork(n_inputs, env.n_actions, 128 if "_ps" in args.script or "gt" in args.script else 64)
-                for _ in range(1 if args.script == "vdn_ps.py" else env.n_agents * 2)]  # fmt: skip
+    shared = "_ps" in args.script  # one network for the team; otherwise a network and a target per agent
+    networks = [script.QNetwork(n_inputs, env.n_actions, script.Args.hidden_dim)
+                for _ in range(1 if shared else env.n_agents * 2)]  # fmt: skip
     optimizer = torch.optim.Adam([p for n in networks for p in n.parameters()])
     sum(n(torch.zeros(1, 1, n_inputs))[0].sum() for n in networks).backward()
     optimizer.step()

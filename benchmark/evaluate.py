@@ -10,7 +10,6 @@ first evaluation of a run whose only evaluation is its last step is reproduced e
 """
 
 import pickle
-import re
 import sys
 import types
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmark.records import load_script  # noqa: E402
+from benchmark.records import RUN_FOLDER, load_script  # noqa: E402
 from envs import make_env  # noqa: E402
 
 
@@ -56,7 +55,7 @@ def load_agents(model: Path):
     """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (the _ps scripts).
     `model` is a --save-model file or a checkpoint (or its folder), inside the run folder whose name gives the script."""
     model = model / "checkpoint.pt" if model.is_dir() else model
-    match = re.fullmatch(r"(.+?)__(.+?)__(-?\d+)__(\d+)", model.parent.name)
+    match = RUN_FOLDER.fullmatch(model.parent.name)
     if not match:
         raise SystemExit(f"error: {model} is not inside a run folder named {{env}}__{{exp_name}}__{{seed}}__{{unix_time}}")
     env_name, exp_name, seed = match.group(1), match.group(2), int(match.group(3))

@@ -32,6 +32,7 @@ RESULTS_VERSION = 1
 OUTSIDE_FINGERPRINT = {"seed", "track", "wandb_project_name", "wandb_entity", "save_model", "capture_video",
                        "checkpoint_frequency", "checkpoint_dir", "resume", "cuda", "torch_deterministic"}  # fmt: skip
 TAG = "eval/episodic_return"
+RUN_FOLDER = re.compile(r"(.+?)__(.+?)__(-?\d+)__(\d+)")  # the scripts' run_name: {env}__{exp_name}__{seed}__{time}
 
 
 @dataclass
@@ -113,9 +114,8 @@ def read_records(results):
 
 def run_dirs(folders):
     """Every run folder ({env}__{exp_name}__{seed}__{unix_time}) under `folders`."""
-    pattern = re.compile(r"(.+?)__(.+?)__(-?\d+)__(\d+)")
     return [path for folder in folders for path in sorted({p.parent for p in Path(folder).rglob("events.out.tfevents.*")})
-            if pattern.fullmatch(path.name)]  # fmt: skip
+            if RUN_FOLDER.fullmatch(path.name)]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ class Args:
 COLUMNS = {"iql": "IQL", "iql_ps": "IQL (PS)", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
 TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     ("LBF (homogeneous)", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"}, ["iql", "dvdn_gt", "vdn_ps"]),
-    ("MARBLER (heterogeneous)", {"marbler-arctic": "Arctic", "marbler-material": "Material", "marbler-pcp": "PCP",
-                                 "marbler-warehouse": "Warehouse"}, ["iql", "dvdn", "vdn"]),
+    # Table 1's MARBLER runs use the exact barrier QP (README, MARBLER): the -exact presets, beside MARBLER's numbers
+    ("MARBLER (heterogeneous)", {"marbler-arctic-exact": "Arctic", "marbler-material-exact": "Material",
+                                 "marbler-pcp-exact": "PCP", "marbler-warehouse-exact": "Warehouse"}, ["iql", "dvdn", "vdn"]),
 ]  # fmt: skip
 RANDOM = {"lbf-easy": 0.150, "lbf-medium": 0.150, "lbf-hard": 0.116}  # benchmark/random_returns.py, 2000 episodes
 PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offset (10 seeds)
@@ -125,9 +126,14 @@ def best_point(curves, n_resamples=20_000, seed=0):
     return {"step": int(steps[i]), "mean": float(values[:, i].mean()), "lo": lo, "hi": hi, "n_seeds": len(curves)}
 
 
-def resampled_best(curves, n_resamples, rng):
-    """Bootstrap replicates of best_point's mean: seeds resampled with replacement, then the best step of their mean."""
-    _, values = common_steps(curves)  # (n_seeds, n_steps)
+def paper(env, exp_name):
+    """Table 1's (mean, CI low offset, CI high offset) for a cell, or None; an -exact preset is its MARBLER task."""
+    return PAPER.get((env.removesuffix("-exact"), exp_name))
+
+
+def resampled_best(values, n_resamples, rng):
+    """Bootstrap replicates of best_point's mean from its (n_seeds, n_steps) values: seeds resampled with replacement,
+    then the best step of their mean."""
     idx = rng.integers(0, len(values), size=(n_resamples, len(values)))
     return values[idx].mean(axis=1).max(axis=1)
 
@@ -135,11 +141,12 @@ def resampled_best(curves, n_resamples, rng):
 def gap_closure(low, mid, high, n_resamples=20_000, seed=0):
     """Share of the low-to-high gap that mid closes, (mid - low) / (high - low) on best_point means, with a 95% bootstrap
     CI: each algorithm's seeds are resampled on their own (independent runs). A ratio; None without a common step."""
-    if any(best_point(c, 1, seed) is None for c in (low, mid, high)):
+    values = [common_steps(curves)[1] for curves in (low, mid, high)]
+    if any(v.size == 0 for v in values):
         return None
-    means = [best_point(c, 1, seed)["mean"] for c in (low, mid, high)]
+    means = [v.mean(axis=0).max() for v in values]  # best_point's means
     rng = np.random.default_rng(seed)
-    r_low, r_mid, r_high = (resampled_best(c, n_resamples, rng) for c in (low, mid, high))
+    r_low, r_mid, r_high = (resampled_best(v, n_resamples, rng) for v in values)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = (r_mid - r_low) / (r_high - r_low)
     finite = ratios[np.isfinite(ratios)]  # a resample whose two ends tie has no ratio
@@ -152,8 +159,8 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
     """Per task: does low < mid < high hold (Table 1's claim, columns in the paper's order), which CIs overlap, and the
     gap closure of mid, ours and the paper's. A second low (an IQL with parameter sharing) gets its own closure column."""
     low, mid, high = exp_names[:3]
-    name = {e: COLUMNS.get(e, e) for e in COLUMNS}
-    alt_low = "iql_ps" if low == "iql" and any(e == "iql_ps" for _, e in runs) else None
+    name = COLUMNS
+    alt_low = "iql_ps" if low == "iql" and "iql_ps" in {e for _, e in runs} else None
     header = f"| task | {name[low]} < {name[mid]} < {name[high]}? | CIs that overlap | gap closed by {name[mid]} |"
     header += f" gap closed, against {name[alt_low]} |" if alt_low else ""
     lines = [f"### {title}: ordering and gap closure", "", header + " paper's gap closed |",
@@ -171,8 +178,8 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
             closure = gap_closure(runs[env, baseline], runs[env, mid], runs[env, high], n_resamples, seed) \
                 if (env, baseline) in runs else None  # fmt: skip
             cells.append("n/a" if closure is None else f"{closure['mean']:.2f} ({closure['lo']:.2f} to {closure['hi']:.2f})")
-        if all((env, e) in PAPER for e in (low, mid, high)):
-            p_low, p_mid, p_high = (PAPER[env, e][0] for e in (low, mid, high))
+        if all(paper(env, e) for e in (low, mid, high)):
+            p_low, p_mid, p_high = (paper(env, e)[0] for e in (low, mid, high))
             cells.append(f"{(p_mid - p_low) / (p_high - p_low):.2f}")
         else:
             cells.append("n/a")
@@ -195,8 +202,8 @@ def make_table(title, tasks, exp_names, results):
         for exp_name in exp_names:
             best = results.get((env, exp_name), "not run")
             cell = best if isinstance(best, str) else f"{format_ci(best['mean'], best['lo'], best['hi'])} n={best['n_seeds']}"
-            if (env, exp_name) in PAPER:
-                mean, lo_off, hi_off = PAPER[env, exp_name]
+            if paper(env, exp_name):
+                mean, lo_off, hi_off = paper(env, exp_name)
                 cell += f"; paper {format_ci(mean, mean + lo_off, mean + hi_off)}"
             cells.append(cell)
         lines.append(f"| {task} | " + " | ".join(cells) + " |")

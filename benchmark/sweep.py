@@ -76,10 +76,8 @@ def is_done(script, env, seed, out, extra, results):
 
 
 def run_one(script, env, seed, out, extra, results):
-    """Run one script in its own dir and write its result record; return its exit code (0 also when it was done)."""
+    """Run one script (not done yet: the caller checks) in its own dir and write its result record; return its exit code."""
     path = run_dir(out, script, env, seed)
-    if is_done(script, env, seed, out, extra, results):
-        return 0
     cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
     checkpoints = sorted(path.glob("runs/*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
     if checkpoints:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped

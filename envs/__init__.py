@@ -56,8 +56,7 @@ class RecordEpisode:
             info = {**info, "episode": {"r": self.episode_return, "l": self.episode_length}}
             if self.video_path:
                 write_gif(self.frames, self.video_path)
-                self.video_path = None
-            self.frames = []
+                self.video_path, self.frames = None, []
         return obs, rewards, terminated, truncated, info
 
     def render(self):

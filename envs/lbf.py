@@ -6,8 +6,8 @@ or column. The same tasks under lbforaging 2.0's rules are the presets with the 
 """
 
 import gymnasium as gym
-import numpy as np
 import lbforaging  # noqa: F401  (registers the Foraging-* ids)
+import numpy as np
 from lbforaging.foraging import ForagingEnv
 
 # preset -> (lbforaging id, keyword overrides); see the README and specs/lbf.md

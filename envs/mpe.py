@@ -77,6 +77,7 @@ def greedy_chaser(chaser, world):
 def assigned_spreader(agent, world):
     """Spread: the landmark that the assignment of agents to landmarks with the least total distance gives this agent."""
     agents, landmarks = world.agents, world.landmarks
+
     def total(perm):
         return sum(distance(a.state.p_pos, landmarks[j].state.p_pos) for a, j in zip(agents, perm))
 

@@ -100,6 +100,8 @@ def test_make_table_layout():
     )
     assert lines[5].startswith("| Hard | not run; paper 0.43 (-0.01, 0.02) |")
     assert len(PAPER) == 21  # 4 MARBLER tasks x 3 + 3 LBF tasks x 3
+    marbler = make_table("MARBLER", {"marbler-pcp-exact": "PCP"}, ["vdn"], {}).splitlines()
+    assert marbler[4] == "| PCP | not run; paper 125.10 (-2.57, 3.09) |"  # an -exact preset is its MARBLER task
 
 
 def test_gap_closure_and_its_bootstrap():
