@@ -103,25 +103,34 @@ def test_padded_steps_change_no_loss_or_gradient(script, monkeypatch, tmp_path):
     assert torch.equal(parameters(clean), parameters(garbage))
 
 
-def written_out_loss(namespace, independent):
-    """The loss of the batch in `namespace`, agent by agent with iql.td_error: IQL sums each agent's own squared TD on the
-    team reward R; VDN squares the sum of the agents' TDs with reward share R / N. A shared network reads o_i + one-hot i."""
+def local_tds(namespace, reward_share, requires_grad=False):
+    """Each agent's TD error on the batch in `namespace`, with iql.td_error, as (batch, time, n_agents), and the mask.
+    A network whose input is wider than the observation (a shared one, or DVDN (GT)'s copies of one) reads o_i + one-hot i."""
     names = ["obs_b", "actions_b", "rewards_b", "terminated_b", "mask_b"]
     obs, actions, rewards, terminated, mask = (namespace[name] for name in names)
     args, n = namespace["args"], obs.shape[2]
     deltas = []
-    with torch.no_grad():
+    with torch.set_grad_enabled(requires_grad):
         for i in range(n):
             if "q_networks" in namespace:
-                network, target, obs_i = namespace["q_networks"][i], namespace["target_networks"][i], obs[:, :, i]
+                network, target = namespace["q_networks"][i], namespace["target_networks"][i]
             else:
                 network, target = namespace["q_network"], namespace["target_network"]
+            obs_i = obs[:, :, i]
+            if network.fc1.in_features == obs.shape[-1] + n:
                 agent_id = torch.nn.functional.one_hot(torch.tensor(i), n).float().expand(*obs.shape[:2], n)
-                obs_i = torch.cat([obs[:, :, i], agent_id], -1)
-            share = rewards if independent else rewards / n
-            delta, _ = iql.td_error(network, target, obs_i, actions[:, :, i], share, terminated, args.gamma, args.double_q)
+                obs_i = torch.cat([obs_i, agent_id], -1)
+            delta, _ = iql.td_error(network, target, obs_i, actions[:, :, i], rewards * reward_share, terminated,
+                                    args.gamma, args.double_q)  # fmt: skip
             deltas.append(delta)
-    deltas = torch.stack(deltas, -1)  # (batch, time, n_agents)
+    return torch.stack(deltas, -1), mask
+
+
+def written_out_loss(namespace, independent):
+    """The loss of the batch in `namespace`, agent by agent: IQL sums each agent's own squared TD on the team reward R;
+    VDN squares the sum of the agents' TDs with reward share R / N."""
+    n = namespace["obs_b"].shape[2]
+    deltas, mask = local_tds(namespace, 1.0 if independent else 1.0 / n)
     per_step = (deltas**2).sum(-1) if independent else deltas.sum(-1) ** 2
     return ((per_step * mask).sum() / mask.sum()).item()
 
@@ -147,6 +156,93 @@ def test_loss_is_the_algorithms_loss_written_out(script, monkeypatch, tmp_path):
     assert len(losses) >= 5
     for _, loss, reference in losses:
         assert loss == pytest.approx(reference, rel=1e-5)
+
+
+def metropolis_written_out(adj):
+    """W_ij = 1 / (1 + max(d_i, d_j)) on each link i-j; the self weight W_ii takes the rest of row i."""
+    n, degree = len(adj), adj.sum(1)
+    W = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if adj[i, j]:
+                W[i, j] = 1 / (1 + max(degree[i], degree[j]))
+        W[i, i] = 1 - W[i].sum()
+    return W
+
+
+def flat(tensors):
+    return torch.cat([t.detach().flatten() for t in tensors])
+
+
+@pytest.mark.parametrize("script", ["dvdn.py", "dvdn_gt.py"])
+def test_decentralised_step_is_the_algorithm_written_out(script, monkeypatch, tmp_path):
+    """At every gradient step on a switching graph with K = 2 consensus rounds: a new graph was drawn for the step, and
+    agent i's gradient (after backward, before clipping) is that of mean((delta_i + delta_-i)^2) with delta_-i held
+    constant, delta_-i = N x_i - delta_i, x after K rounds of x_i <- sum_j W_ij x_j over i's neighbours j. DVDN (GT) then
+    hands GTAdam this step's W, these gradients clipped, and the last step's as g_prev; its networks load the new w."""
+    graphs, steps, gt_calls = [], [], []  # every graph drawn; per step what the first clip saw; GTAdam's inputs, outputs
+
+    def record(namespace):
+        random_graph, gtadam_step = namespace["random_graph"], namespace.get("gtadam_step")
+
+        def recorded_graph(*args, **kwargs):
+            graphs.append(random_graph(*args, **kwargs))
+            return graphs[-1]
+
+        def recorded_gtadam_step(W, w, z, g, g_prev, *rest):
+            new_w, new_z, m, v = gtadam_step(W, w, z, g, g_prev, *rest)
+            gt_calls.append((W, g.clone(), g_prev.clone(), new_w.clone(), new_z.clone()))
+            return new_w, new_z, m, v
+
+        namespace["random_graph"] = recorded_graph
+        if gtadam_step:
+            namespace["gtadam_step"] = recorded_gtadam_step
+
+    clip_grad_norm = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters, max_norm):
+        namespace = sys._getframe(1).f_globals
+        if not steps or steps[-1]["step"] != namespace["gradient_step"]:  # the first clip of a step sees every gradient
+            args, networks = namespace["args"], namespace["q_networks"]
+            deltas, mask = local_tds(namespace, 1.0 / len(networks), requires_grad=True)
+            n, W = deltas.shape[-1], metropolis_written_out(graphs[-1])
+            x = deltas.detach()
+            for _ in range(args.consensus_rounds):
+                x = torch.stack([sum(float(W[i, j]) * x[..., j] for j in range(n) if W[i, j] > 0) for i in range(n)], -1)
+            expected, seen = [], []
+            for i, network in enumerate(networks):
+                delta_minus = n * x[..., i] - deltas[..., i].detach()
+                loss = ((deltas[..., i] + delta_minus) ** 2 * mask).sum() / mask.sum()
+                expected.append(flat(torch.autograd.grad(loss, list(network.parameters()))))
+                seen.append(flat(p.grad for p in network.parameters()))
+            steps.append(dict(step=namespace["gradient_step"], graphs=len(graphs), expected=expected, seen=seen,
+                              params=torch.stack([flat(network.parameters()) for network in networks])))  # fmt: skip
+        return clip_grad_norm(parameters, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    flags = ["--env", "lbf-hard", "--total-timesteps", "600", "--batch-size", "3", "--buffer-size", "10",
+             "--eval-frequency", "100000", "--eval-episodes", "1", "--link-prob", "0.5",
+             "--consensus-rounds", "2"]  # fmt: skip
+    namespace = run_script(script, flags, monkeypatch, tmp_path, record)
+
+    assert len(steps) >= 5
+    assert [step["graphs"] for step in steps] == list(range(2, len(steps) + 2))  # one at the start, then one per step
+    assert any(graph.sum() < 4 * 3 for graph in graphs[1:])  # some step's graph was not complete, so K = 2 is not exact
+    for step in steps:
+        for expected, seen in zip(step["expected"], step["seen"]):
+            torch.testing.assert_close(seen, expected, atol=1e-6, rtol=1e-4)
+    if script == "dvdn_gt.py":
+        assert len(gt_calls) == len(steps)
+        max_norm, g_last = namespace["args"].max_grad_norm, torch.zeros_like(gt_calls[0][1])
+        for t, (W, g, g_prev, new_w, new_z) in enumerate(gt_calls):
+            torch.testing.assert_close(W, torch.as_tensor(metropolis_written_out(graphs[t + 1]), dtype=torch.float32))
+            clipped = [e * min(1.0, max_norm / (e.norm().item() + 1e-6)) for e in steps[t]["expected"]]
+            torch.testing.assert_close(g, torch.stack(clipped), atol=1e-6, rtol=1e-4)
+            torch.testing.assert_close(g_prev, g_last)
+            torch.testing.assert_close(new_z.mean(0), g.mean(0))  # the tracker's network mean is the mean gradient
+            final = torch.stack([flat(network.parameters()) for network in namespace["q_networks"]])
+            torch.testing.assert_close(steps[t + 1]["params"] if t + 1 < len(steps) else final, new_w, atol=0, rtol=0)
+            g_last = g
 
 
 def test_gtadam_mixes_the_parameters_of_neighbours():
