@@ -126,6 +126,104 @@ def local_tds(namespace, reward_share, requires_grad=False):
     return torch.stack(deltas, -1), mask
 
 
+class RecordedEnv:
+    """An env that keeps what each step was given and returned: (actions, terminated, truncated)."""
+
+    def __init__(self, env):
+        self.env, self.steps = env, []
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, actions):
+        out = self.env.step(actions)
+        self.steps.append((np.array(actions), out[2], out[3]))
+        return out
+
+
+def online_and_target(namespace):
+    if "q_networks" in namespace:
+        online, target = namespace["q_networks"], namespace["target_networks"]
+    else:
+        online, target = [namespace["q_network"]], [namespace["target_network"]]
+    flat = lambda networks: torch.cat([p.detach().flatten() for n in networks for p in n.parameters()])  # noqa: E731
+    return flat(online), flat(target)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_shared_loop_is_the_loop_written_out(script, monkeypatch, tmp_path):
+    """The loop every script shares, against what it should do: an action differs from the greedy one of the Q-values
+    acting computed with probability epsilon * (n_actions - 1) / n_actions; the buffer stores `terminated` only, so a
+    time-out bootstraps; the rewards a gradient step sees are the sampled ones standardised by the running mean and
+    variance of all rewards sampled so far; the target network follows target <- tau * online + (1 - tau) * target
+    after every F-th gradient step (here tau 0.25, F 2)."""
+    envs, acted, stored, sampled, steps = [], [], [], [], []  # steps: (gradient step, online, target, rewards seen)
+
+    def record(namespace):
+        make_env, q_step = namespace["make_env"], namespace["q_step"]
+        buffer = namespace["ReplayBuffer"]
+        add, sample = buffer.add, buffer.sample
+
+        def recorded_env(*args, **kwargs):
+            envs.append(RecordedEnv(make_env(*args, **kwargs)))
+            return envs[-1]
+
+        def recorded_q_step(*args, **kwargs):
+            q_values, hidden = q_step(*args, **kwargs)
+            acted.append(q_values.argmax(-1).numpy().copy())
+            return q_values, hidden
+
+        def recorded_add(self, obs, actions, reward, next_obs, terminated):
+            stored.append(terminated)
+            return add(self, obs, actions, reward, next_obs, terminated)
+
+        def recorded_sample(self, batch_size, device):
+            batch = sample(self, batch_size, device)
+            sampled.append((batch[2].clone(), batch[4].clone()))  # raw rewards and mask
+            return batch
+
+        namespace["make_env"], namespace["q_step"] = recorded_env, recorded_q_step
+        buffer.add, buffer.sample = recorded_add, recorded_sample
+
+    clip_grad_norm = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters, max_norm):
+        namespace = sys._getframe(1).f_globals
+        if not steps or steps[-1][0] != namespace["gradient_step"]:  # the first clip of a step: before any update
+            steps.append((namespace["gradient_step"], *online_and_target(namespace), namespace["rewards_b"].clone()))
+        return clip_grad_norm(parameters, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    total, start_e = 800, 0.6
+    flags = ["--env", "Foraging-5x5-2p-1f-v3", "--total-timesteps", str(total), "--batch-size", "3", "--buffer-size", "10",
+             "--eval-frequency", "100000", "--eval-episodes", "1", "--start-e", str(start_e), "--end-e", "0",
+             "--exploration-steps", str(total), "--tau", "0.25", "--target-network-frequency", "2"]  # fmt: skip
+    namespace = run_script(script, flags, monkeypatch, tmp_path, record)
+    train_env = envs[0]  # the second is the evaluation env
+
+    # exploration: epsilon falls linearly from 0.6 to 0 (mean 0.3); a random action is one of 6, greedy by chance 1/6
+    actions = np.stack([a for a, _, _ in train_env.steps])
+    not_greedy = (actions != np.stack(acted[:total])).mean()
+    assert not_greedy == pytest.approx(start_e / 2 * 5 / 6, abs=0.06)
+    # time-outs bootstrap: the buffer got the env's `terminated`, and both kinds of episode end happened
+    assert stored == [terminated for _, terminated, _ in train_env.steps]
+    assert any(terminated for _, terminated, _ in train_env.steps) and any(t for _, _, t in train_env.steps)
+    # standardised rewards: the running mean and variance are those of every real reward sampled so far
+    assert len(steps) >= 10 and len(sampled) == len(steps)
+    for k, ((_, _, _, rewards), (raw, mask)) in enumerate(zip(steps, sampled)):
+        so_far, prior = torch.cat([r[m > 0] for r, m in sampled[: k + 1]]).double(), 1e-4  # the stats start at 0, 1, 1e-4
+        mean = so_far.sum() / (len(so_far) + prior)
+        var = (prior * (1 + mean**2) + (so_far**2).sum()) / (len(so_far) + prior) - mean**2
+        torch.testing.assert_close(rewards.double(), (raw.double() - mean) / (var + 1e-8).sqrt(), rtol=1e-4, atol=1e-4)
+    # target network: updated after gradient steps 2, 4, ... from the online network of that moment
+    online = {g: o for g, o, _, _ in steps}
+    expected_target = online[0]
+    for g, _, target, _ in steps:
+        if g > 0 and g % 2 == 0:
+            expected_target = 0.25 * online[g] + (1 - 0.25) * expected_target
+        torch.testing.assert_close(target, expected_target, atol=1e-6, rtol=0)
+
+
 def written_out_loss(namespace, independent):
     """The loss of the batch in `namespace`, agent by agent: IQL sums each agent's own squared TD on the team reward R;
     VDN squares the sum of the agents' TDs with reward share R / N."""
