@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
 from benchmark.report import gap_closure, ordering_table  # noqa: E402
+from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
 # Mimics the training scripts' CLI and run-dir naming, and logs eval/episodic_return = seed + step / 100 at steps
@@ -114,7 +115,12 @@ def test_gap_closure_and_its_bootstrap():
     assert (0.1 / 0.5) <= noisy["lo"] < noisy["mean"] < noisy["hi"] <= (0.5 / 0.7)
     # the best step is chosen per resample: a seed whose peak comes late still counts at its peak
     late = {0: ([0, 10, 20], [0.0, 0.5, 0.1]), 1: ([0, 10, 20], [0.0, 0.1, 0.5])}
-    assert gap_closure(flat(0.0, 0.0), late, flat(1.0, 1.0), n_resamples=200)["mean"] == pytest.approx(0.3)
+    closure = gap_closure(flat(0.0, 0.0), late, flat(1.0, 1.0), n_resamples=200)
+    assert closure["mean"] == pytest.approx(0.3)
+    assert (closure["lo"], closure["hi"]) == pytest.approx((0.3, 0.5))  # a resample of seed 0 twice peaks at step 10
+    # independent runs are resampled independently: seeds that rank alike in all three algorithms do not pair up
+    ranked = gap_closure(flat(0.1, 0.3), flat(0.4, 0.6), flat(0.7, 0.9), n_resamples=2000)  # paired: always 0.5
+    assert ranked["hi"] - ranked["lo"] > 0.3
     assert gap_closure({0: ([0], [1.0]), 1: ([5], [1.0])}, flat(0.5), flat(1.0)) is None  # its seeds share no step
 
 
@@ -133,6 +139,11 @@ def test_ordering_table_states_the_claim_per_task():
     assert easy[3].startswith(f"{(0.55 - 0.25) / (0.725 - 0.25):.2f} (") and easy[4] == f"{0.08 / 0.13:.2f} |"
     assert hard[:4] == ["| Hard", "no", "none", f"{(0.3 - 0.4) / (0.5 - 0.4):.2f} (-1.00 to -1.00)"]
     assert len(table) == 6  # Medium has no runs: no row
+    runs.update({("lbf-medium", "iql"): flat(0.4, 0.4), ("lbf-medium", "dvdn_gt"): flat(0.4, 0.4),
+                 ("lbf-medium", "vdn_ps"): flat(0.5, 0.5)})  # fmt: skip
+    results = {key: best_point(curves, 500) for key, curves in runs.items()}
+    tie = ordering_table("LBF", {"lbf-medium": "Medium"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
+    assert tie.splitlines()[4].split(" | ")[:3] == ["| Medium", "no", "IQL / DVDN (GT)"]  # a tie is not an ordering
     runs[("lbf-easy", "iql_ps")] = flat(0.45, 0.45)
     table = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()
     assert table[2].endswith("| gap closed, against IQL (PS) | paper's gap closed |")
@@ -146,7 +157,7 @@ def fake_record(exp_name, env, seed, curve, **changed):
             "eval": [[step, value] for step, value in curve]}  # fmt: skip
 
 
-def test_records_merge_only_with_equal_fingerprints(tmp_path):
+def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     results = tmp_path / "results"
     for seed in [1, 2]:  # returns seed + step / 100: best at step 100, mean 2.5, CI over seeds {1, 2} is (2, 3)
         for exp_name in ["iql", "dvdn_gt"]:
@@ -157,6 +168,11 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path):
     (results / "lbf-easy__iql__4__0123456789ab.json").write_text(__import__("json").dumps(older))
     write_record(fake_record("iql", "lbf-easy", 1, [(0, 1.0), (50, 1.5), (100, 2.0)]), results)  # the same run again
     assert len(read_records(results)) == 6  # one file per (env, exp_name, seed, fingerprint)
+    flags = default_flags("iql", "lbf-easy")
+    before = fingerprint(flags)
+    monkeypatch.setitem(PRESET_VERSIONS, "lbf-easy", PRESET_VERSIONS.get("lbf-easy", 1) + 1)  # a preset changed
+    assert fingerprint(flags) != before
+    monkeypatch.undo()
 
     report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
     subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
