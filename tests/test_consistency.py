@@ -142,12 +142,12 @@ class RecordedEnv:
 
 
 def online_and_target(namespace):
+    """All online parameters and all target parameters, each flattened into one vector."""
     if "q_networks" in namespace:
         online, target = namespace["q_networks"], namespace["target_networks"]
     else:
         online, target = [namespace["q_network"]], [namespace["target_network"]]
-    flat = lambda networks: torch.cat([p.detach().flatten() for n in networks for p in n.parameters()])  # noqa: E731
-    return flat(online), flat(target)
+    return tuple(flat(p for network in networks for p in network.parameters()) for networks in (online, target))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
