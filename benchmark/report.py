@@ -45,7 +45,20 @@ TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     ("MARBLER (heterogeneous)", {"marbler-arctic-exact": "Arctic", "marbler-material-exact": "Material",
                                  "marbler-pcp-exact": "PCP", "marbler-warehouse-exact": "Warehouse"}, ["iql", "dvdn", "vdn"]),
 ]  # fmt: skip
-RANDOM = {"lbf-easy": 0.150, "lbf-medium": 0.150, "lbf-hard": 0.116}  # benchmark/random_returns.py, 2000 episodes
+MARBLER_BUDGET = 5_000_000  # env steps of a MARBLER run in Table 1; LBF's 2M is the scripts' default
+# Lines drawn on the curves, (label, team return). Uniform-random returns: LBF benchmark/random_returns.py (2000
+# episodes); MARBLER benchmark/marbler_stats.py (200 episodes; cvxopt and DAQP); MPE benchmark/mpe_heuristics.py, which
+# also gives the heuristic teams. Commands and tables in docs/lbf.md, docs/marbler.md and docs/mpe.md.
+RANDOM = "uniform random"
+REFERENCES = {
+    "lbf-easy": [(RANDOM, 0.150)], "lbf-medium": [(RANDOM, 0.150)], "lbf-hard": [(RANDOM, 0.116)],
+    "marbler-arctic": [(RANDOM, -144.90)], "marbler-material": [(RANDOM, -29.03)],
+    "marbler-pcp": [(RANDOM, -18.98)], "marbler-warehouse": [(RANDOM, -14.04)],
+    "marbler-arctic-exact": [(RANDOM, -144.24)], "marbler-material-exact": [(RANDOM, -29.34)],
+    "marbler-pcp-exact": [(RANDOM, -18.81)], "marbler-warehouse-exact": [(RANDOM, -15.26)],
+    "mpe-spread": [(RANDOM, -80.5), ("heuristic team", -24.8)], "mpe-tag": [(RANDOM, 2.7), ("heuristic team", 7.4)],
+    "mpe-adversary": [(RANDOM, -9.2), ("heuristic team", 20.6)],
+}  # fmt: skip
 PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offset (10 seeds)
     ("marbler-arctic", "iql"): (-43.51, -1.64, 1.65), ("marbler-arctic", "dvdn"): (-37.56, -1.01, 0.84),
     ("marbler-arctic", "vdn"): (-30.93, -0.70, 0.76), ("marbler-material", "iql"): (12.81, -0.49, 0.51),
@@ -82,11 +95,21 @@ def default_flags(exp_name, env):
     return {key: str(value) for key, value in vars(load_script(str(path)).Args(env=env)).items()}
 
 
+def table1_flags(exp_name, env):
+    """The flags of a Table-1 run: today's defaults at the paper's budget (specs/dvdn.md section 5: LBF 2M env steps, the
+    scripts' default; MARBLER 5M). None when there is no such script."""
+    defaults = default_flags(exp_name, env)
+    if defaults is not None and env.startswith("marbler-"):
+        defaults["total_timesteps"] = str(MARBLER_BUDGET)
+    return defaults
+
+
 def split_by_defaults(groups, flags):
-    """Table 1's groups {(env, exp_name): curves}, made with today's defaults; the rest {(env, exp_name, fp): curves}."""
+    """Table 1's groups {(env, exp_name): curves}, made with today's defaults at the paper's budget; the rest
+    {(env, exp_name, fp): curves}."""
     main, other = {}, {}
     for (env, exp_name, fp), curves in groups.items():
-        defaults = default_flags(exp_name, env)
+        defaults = table1_flags(exp_name, env)
         if defaults is not None and fingerprint({**defaults, "env": env}) == fp:
             main[env, exp_name] = curves
         else:
@@ -95,7 +118,7 @@ def split_by_defaults(groups, flags):
 
 
 def differing_flags(exp_name, env, flags):
-    defaults = default_flags(exp_name, env) or {}
+    defaults = table1_flags(exp_name, env) or {}
     changed = [f"--{k.replace('_', '-')} {v}" for k, v in sorted(flags.items())
                if k not in OUTSIDE_FINGERPRINT and defaults.get(k) != v]  # fmt: skip
     return ", ".join(changed) or "(same flags; older code or preset)"
@@ -223,8 +246,8 @@ def plot_task(env, runs, path, n_resamples, seed):
         band = np.array([bootstrap_ci(v, n_resamples, seed) for v in values.T]).reshape(-1, 2)
         line = ax.plot(steps, values.mean(axis=0), label=f"{COLUMNS.get(exp_name, exp_name)} (n={len(values)})")[0]
         ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
-    if env in RANDOM:
-        ax.axhline(RANDOM[env], color="gray", linestyle="--", label="uniform random")
+    for (label, value), style in zip(REFERENCES.get(env, []), ["--", ":"]):
+        ax.axhline(value, color="gray", linestyle=style, label=label)
     ax.set(title=env, xlabel="environment steps", ylabel="greedy evaluation return")
     ax.legend()
     fig.tight_layout()
@@ -234,7 +257,7 @@ def plot_task(env, runs, path, n_resamples, seed):
 
 def other_settings_table(other, flags, n_resamples, seed):
     lines = ["### Runs under other settings (not in the tables above)", "",
-             "| task | algorithm | seeds | best (at step) | at the last step | flags that differ from today's defaults |",
+             "| task | algorithm | seeds | best (at step) | at the last step | flags that differ from Table 1's settings |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for (env, exp_name, fp), curves in sorted(other.items()):
         best = best_point(curves, n_resamples, seed)
@@ -252,7 +275,7 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     groups, flags = load_groups(args.results, args.runs)
     runs, other = split_by_defaults(groups, flags)
-    print(f"found {sum(len(c) for c in groups.values())} runs: {len(runs)} (task, algorithm) groups at today's defaults, "
+    print(f"found {sum(len(c) for c in groups.values())} runs: {len(runs)} (task, algorithm) groups in Table 1's settings, "
           f"{len(other)} under other settings")  # fmt: skip
     results = {}
     for key, curves in runs.items():
@@ -276,8 +299,14 @@ if __name__ == "__main__":
     text += [ordering_table(title, tasks, cols, runs, results, args.n_resamples, args.seed) for title, tasks, cols in TABLES]
     if other:
         text.append(other_settings_table(other, flags, args.n_resamples, args.seed))
-    for env in sorted({env for env, _ in runs}):
-        plot_task(env, runs, out / f"{env}.png", args.n_resamples, args.seed)
+    # curves: Table 1's runs per task; a task with none shows its runs under other settings, labelled by their flags
+    curves = dict(runs)
+    for (env, exp_name, fp), group in other.items():
+        if env not in {e for e, _ in runs}:
+            label = f"{COLUMNS.get(exp_name, exp_name)} [{differing_flags(exp_name, env, flags[env, exp_name, fp])}]"
+            curves[env, label] = group
+    for env in sorted({env for env, _ in curves}):
+        plot_task(env, curves, out / f"{env}.png", args.n_resamples, args.seed)
         text.append(f"![{env}]({env}.png)\n")
     (out / "report.md").write_text("\n".join(text))
     print("\n".join(text))

@@ -184,6 +184,18 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
 
 
+def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
+    """Table 1's MARBLER runs are 5M env steps (the scripts' default budget is LBF's 2M); a run at 2M goes apart."""
+    results = tmp_path / "results"
+    write_record(fake_record("vdn", "marbler-pcp-exact", 1, [(0, -5.0), (100, 12.0)], total_timesteps=5000000), results)
+    write_record(fake_record("vdn", "marbler-pcp-exact", 2, [(0, -5.0), (100, 30.0)]), results)  # 2M: not Table 1's
+    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 (0.00, 0.00) n=1" in text
+    assert "| marbler-pcp-exact | VDN | 1 | 30.00 (0.00, 0.00) (100) | 30.00 ± 0.00 (100) | --total-timesteps 2000000" in text
+
+
 def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
     from benchmark.sweep import planned_flags
 
