@@ -10,6 +10,7 @@ Everything after `--` is passed unchanged to every script.
 """
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -75,13 +76,27 @@ def is_done(script, env, seed, out, extra, results):
     return bool(results) and Path(script).exists() and record_path(results, planned_flags(script, env, seed, extra)).exists()
 
 
+def newest_checkpoint(path):
+    checkpoints = sorted(Path(path).glob("runs/*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
+    return checkpoints[-1] if checkpoints else None
+
+
+def progress(path):
+    """How far a stopped run got, from its log: the last progress line and the last evaluation ('' if it logged none)."""
+    log = (Path(path) / "log.txt").read_text() if (Path(path) / "log.txt").exists() else ""
+    steps = re.findall(r"^global_step=(\d+)/(\d+), SPS=(\d+)", log, flags=re.M)
+    evals = re.findall(r"^global_step=(\d+), eval_episodic_return=(\S+)", log, flags=re.M)
+    text = f"logged up to step {int(steps[-1][0]):,} of {int(steps[-1][1]):,} at {steps[-1][2]} SPS" if steps else ""
+    return text + (f", last evaluation {float(evals[-1][1]):.3f} at step {int(evals[-1][0]):,}" if evals else "")
+
+
 def run_one(script, env, seed, out, extra, results):
     """Run one script (not done yet: the caller checks) in its own dir and write its result record; return its exit code."""
     path = run_dir(out, script, env, seed)
     cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
-    checkpoints = sorted(path.glob("runs/*/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    if checkpoints:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped
-        cmd += ["--resume", str(checkpoints[-1].resolve())]
+    checkpoint = newest_checkpoint(path)
+    if checkpoint:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped
+        cmd += ["--resume", str(checkpoint.resolve())]
     else:  # an unfinished run without a checkpoint restarts from scratch
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
@@ -158,8 +173,11 @@ if __name__ == "__main__":
         grid = [grid[args.task_id]]
     todo = [run for run in grid if not is_done(*run, args.out, extra, args.results)]
     print(f"{len(grid)} runs in the grid, {len(grid) - len(todo)} already done, {len(todo)} to run", flush=True)
-    if args.dry_run:
-        print("\n".join(f"{script} --env {env} --seed {seed}" for script, env, seed in todo))
+    if args.dry_run:  # each run that would start, and whether it resumes (how far it got) or starts afresh
+        for script, env, seed in todo:
+            path = run_dir(args.out, script, env, seed)
+            state = f"resumes from {newest_checkpoint(path)}; {progress(path)}" if newest_checkpoint(path) else "starts from step 0"
+            print(f"{script} --env {env} --seed {seed}: {state}")
         sys.exit(0)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         codes = list(pool.map(lambda run: run_one(*run, args.out, extra, args.results), todo))

@@ -242,6 +242,12 @@ def test_sweep_resume_and_report(tmp_path):
     checkpoint = run_dirs[1] / "runs" / "lbf-easy__dvdn_gt__2__1" / "checkpoint.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"state")
+    with open(run_dirs[1] / "log.txt", "a") as log:  # what the scripts print: progress lines and evaluations
+        log.write("global_step=50, eval_episodic_return=0.1000\nglobal_step=60/100, SPS=370, ETA=0m01s\n"
+                  "global_step=100, eval_episodic_return=0.5230\nglobal_step=110/200, SPS=371, ETA=0m01s\n")  # fmt: skip
+    out = sweep(*grid, "--dry-run", cwd=tmp_path)
+    assert (f"dvdn_gt.py --env lbf-easy --seed 2: resumes from {checkpoint.relative_to(tmp_path)}; logged up to step 110 of 200 at 371 SPS, "
+            f"last evaluation 0.523 at step 100") in out.stdout, out.stdout  # fmt: skip
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
     assert out.returncode == 0 and "3 already done, 1 to run" in out.stdout, out.stdout + out.stderr
     log = (run_dirs[1] / "log.txt").read_text().splitlines()
@@ -257,7 +263,7 @@ def test_sweep_resume_and_report(tmp_path):
 def test_seed_first_runs_every_cell_once_before_any_twice(tmp_path):
     grid = ["--scripts", "iql.py", "vdn.py", "--envs", "lbf-easy", "lbf-hard", "--seeds", "1", "2", "--results", "r"]
     out = sweep(*grid, "--seed-first", "--dry-run", "--", "--total-timesteps", "10", cwd=tmp_path)
-    runs = [line.split() for line in out.stdout.splitlines() if "--seed" in line]
+    runs = [line.split(":")[0].split() for line in out.stdout.splitlines() if "--seed" in line]
     assert [run[-1] for run in runs] == ["1"] * 4 + ["2"] * 4 and len({(r[0], r[2]) for r in runs[:4]}) == 4
     assert sweep(*grid, "--seed-first", "--slurm", "job.sh", cwd=tmp_path).returncode == 0
     assert "--seed-first --task-id" in (tmp_path / "job.sh").read_text()  # the array's index means the same run
