@@ -101,6 +101,8 @@ def test_make_table_layout():
     )
     assert lines[5].startswith("| Hard | not run; paper 0.43 (-0.01, 0.02) |")
     assert len(PAPER) == 21  # 4 MARBLER tasks x 3 + 3 LBF tasks x 3
+    iql_ps = make_table("LBF", {"lbf-easy": "Easy", "marbler-pcp": "PCP"}, ["iql_ps"], results).splitlines()
+    assert iql_ps[4:] == ["| Easy | not run; paper's IQL 0.81 (-0.02, 0.02) |", "| PCP | not run |"]  # the paper's IQL
     marbler = make_table("MARBLER", {"marbler-pcp-exact": "PCP"}, ["vdn"], {}).splitlines()
     assert marbler[4] == "| PCP | not run; paper 125.10 (-2.57, 3.09) |"  # an -exact preset is its MARBLER task
 
