@@ -147,9 +147,12 @@ def test_ordering_table_states_the_claim_per_task():
     tie = ordering_table("LBF", {"lbf-medium": "Medium"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
     assert tie.splitlines()[4].split(" | ")[:3] == ["| Medium", "no", "IQL / DVDN (GT)"]  # a tie is not an ordering
     runs[("lbf-easy", "iql_ps")] = flat(0.45, 0.45)
-    table = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()
-    assert table[2].endswith("| gap closed, against IQL (PS) | paper's gap closed |")
-    assert table[4].split(" | ")[4].startswith(f"{(0.55 - 0.45) / (0.725 - 0.45):.2f} (")
+    results = {key: best_point(curves, 500) for key, curves in runs.items()}
+    table = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql_ps", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()
+    assert table[2].startswith("| task | IQL (PS) < DVDN (GT) < VDN (PS)? |")
+    row = table[4].split(" | ")
+    assert row[1:3] == ["yes", "DVDN (GT) / VDN (PS)"] and row[3].startswith(f"{(0.55 - 0.45) / (0.725 - 0.45):.2f} (")
+    assert row[4] == f"{0.08 / 0.13:.2f} |"  # the paper's closure, from its IQL: it does not say which IQL it ran
 
 
 def fake_record(exp_name, env, seed, curve, **changed):
@@ -169,7 +172,9 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     older["fingerprint"] = "0123456789ab"  # same flags, older preset or code: its fingerprint differs
     (results / "lbf-easy__iql__4__0123456789ab.json").write_text(__import__("json").dumps(older))
     write_record(fake_record("iql", "lbf-easy", 1, [(0, 1.0), (50, 1.5), (100, 2.0)]), results)  # the same run again
-    assert len(read_records(results)) == 6  # one file per (env, exp_name, seed, fingerprint)
+    for exp_name, level in [("vdn_ps", 4.0), ("iql_ps", 0.5)]:
+        write_record(fake_record(exp_name, "lbf-easy", 1, [(0, level), (100, level)]), results)
+    assert len(read_records(results)) == 8  # one file per (env, exp_name, seed, fingerprint)
     flags = default_flags("iql", "lbf-easy")
     before = fingerprint(flags)
     monkeypatch.setitem(PRESET_VERSIONS, "lbf-easy", PRESET_VERSIONS.get("lbf-easy", 1) + 1)  # a preset changed
@@ -181,6 +186,10 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| Easy | 2.50 (-0.50, 0.50) n=2; paper 0.81 (-0.02, 0.02) | 2.50 (-0.50, 0.50) n=2; paper 0.89" in text
     assert "| Arctic | not run; paper -43.51 (-1.64, 1.65) |" in text
+    # the claim twice, against IQL (2.5, a tie with DVDN (GT)) and against IQL (PS) (0.5); VDN (PS) is 4.0
+    assert "| Easy | no | IQL / DVDN (GT) | 0.00 (-1.00 to 0.50) | 0.62 |" in text
+    assert "### LBF (homogeneous), IQL (PS) as the lower bound: ordering and gap closure" in text
+    assert f"| Easy | yes | none | {2 / 3.5:.2f} (" in text
     assert "| lbf-easy | IQL | 1 | 9.00 (0.00, 0.00) (0) | 9.00 ± 0.00 (100) | --total-timesteps 600000 |" in text
     assert "| lbf-easy | IQL | 1 | 7.00 (0.00, 0.00) (0) | 7.00 ± 0.00 (100) | (same flags; older code or preset) |" in text
     assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
