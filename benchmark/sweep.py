@@ -176,7 +176,8 @@ if __name__ == "__main__":
     if args.dry_run:  # each run that would start, and whether it resumes (how far it got) or starts afresh
         for script, env, seed in todo:
             path = run_dir(args.out, script, env, seed)
-            state = f"resumes from {newest_checkpoint(path)}; {progress(path)}" if newest_checkpoint(path) else "starts from step 0"
+            checkpoint = newest_checkpoint(path)
+            state = f"resumes from {checkpoint}; {progress(path)}" if checkpoint else "starts from step 0"
             print(f"{script} --env {env} --seed {seed}: {state}")
         sys.exit(0)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:

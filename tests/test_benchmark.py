@@ -257,8 +257,8 @@ def test_sweep_resume_and_report(tmp_path):
         log.write("global_step=50, eval_episodic_return=0.1000\nglobal_step=60/100, SPS=370, ETA=0m01s\n"
                   "global_step=100, eval_episodic_return=0.5230\nglobal_step=110/200, SPS=371, ETA=0m01s\n")  # fmt: skip
     out = sweep(*grid, "--dry-run", cwd=tmp_path)
-    assert (f"dvdn_gt.py --env lbf-easy --seed 2: resumes from {checkpoint.relative_to(tmp_path)}; logged up to step 110 of 200 at 371 SPS, "
-            f"last evaluation 0.523 at step 100") in out.stdout, out.stdout  # fmt: skip
+    assert (f"dvdn_gt.py --env lbf-easy --seed 2: resumes from {checkpoint.relative_to(tmp_path)}; "
+            "logged up to step 110 of 200 at 371 SPS, last evaluation 0.523 at step 100") in out.stdout, out.stdout
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
     assert out.returncode == 0 and "3 already done, 1 to run" in out.stdout, out.stdout + out.stderr
     log = (run_dirs[1] / "log.txt").read_text().splitlines()
