@@ -6,9 +6,12 @@ Each run gets its own working dir `<out>/<env>__<exp_name>__<seed>/` (the script
 stdout+stderr in `log.txt` and an empty `done` file written only when the script exits with code 0. Rerunning the same
 command skips dirs that have `done`, resumes the runs that left a checkpoint (`-- --checkpoint-frequency N`; the
 checkpoint stays in the run's dir, so put `--out` outside the checkout for long sweeps), and restarts the others.
+Several sweeps may share one `--out` (one per core, say): a run holds the lock file `<out>/<run dir>.lock` while it
+trains, and a sweep that finds a run locked, or finished meanwhile, skips it.
 Everything after `--` is passed unchanged to every script.
 """
 
+import fcntl
 import os
 import re
 import shlex
@@ -90,9 +93,46 @@ def progress(path):
     return text + (f", last evaluation {float(evals[-1][1]):.3f} at step {int(evals[-1][0]):,}" if evals else "")
 
 
+def claim(path):
+    """The run's lock, held until the returned file is closed, or None if another process holds it. The lock file lies
+    beside the run dir, so wiping the dir keeps it; the system drops the lock when its holder dies, even by SIGKILL."""
+    lock = open(path.with_name(path.name + ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
 def run_one(script, env, seed, out, extra, results):
-    """Run one script (not done yet: the caller checks) in its own dir and write its result record; return its exit code."""
+    """Run one script in its own dir and write its result record; return its exit code (0 when it skips the run)."""
     path = run_dir(out, script, env, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = claim(path)
+    if lock is None:
+        print(f"skipped: {path} is running in another sweep", flush=True)
+        return 0
+    with lock:
+        if is_done(script, env, seed, out, extra, results):  # another sweep may have finished it since this one began
+            print(f"skipped: {path} was finished by another sweep", flush=True)
+            return 0
+        return train(path, script, env, seed, extra, results)
+
+
+def is_running(path):
+    """Whether another process holds the run's lock, for --dry-run (which creates no files)."""
+    if not path.with_name(path.name + ".lock").exists():
+        return False
+    lock = claim(path)
+    if lock is None:
+        return True
+    lock.close()
+    return False
+
+
+def train(path, script, env, seed, extra, results):
+    """Run the script in `path`, from its newest checkpoint if it left one; write the record if it ends well."""
     cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
     checkpoint = newest_checkpoint(path)
     if checkpoint:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped
@@ -178,6 +218,7 @@ if __name__ == "__main__":
             path = run_dir(args.out, script, env, seed)
             checkpoint = newest_checkpoint(path)
             state = f"resumes from {checkpoint}; {progress(path)}" if checkpoint else "starts from step 0"
+            state = f"running in another sweep; {progress(path)}" if is_running(path) else state
             print(f"{script} --env {env} --seed {seed}: {state}")
         sys.exit(0)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:

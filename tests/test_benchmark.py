@@ -233,7 +233,7 @@ def test_sweep_resume_and_report(tmp_path):
             "--results", "None"]  # the fake scripts log no flags, so they leave no records
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    run_dirs = sorted((tmp_path / "sw").iterdir())
+    run_dirs = sorted(d for d in (tmp_path / "sw").iterdir() if d.is_dir())
     assert [d.name for d in run_dirs] == [f"lbf-easy__{e}__{s}" for e in ["dvdn_gt", "iql"] for s in [1, 2]]
     assert all((d / "done").exists() and "--total-timesteps 100" in (d / "log.txt").read_text() for d in run_dirs)
 
@@ -269,6 +269,30 @@ def test_sweep_resume_and_report(tmp_path):
     broken = ["--scripts", "broken.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
     out = sweep(*broken, cwd=tmp_path)
     assert out.returncode == 1 and not (tmp_path / "sw" / "lbf-easy__broken__1" / "done").exists()
+
+
+def test_sweeps_sharing_a_folder_skip_a_run_another_one_holds_or_finished(tmp_path, capsys, monkeypatch):
+    from benchmark.sweep import claim, run_one
+
+    (tmp_path / "iql.py").write_text(FAKE_SCRIPT)
+    grid = ["--scripts", "iql.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
+    run = tmp_path / "sw" / "lbf-easy__iql__1"
+    run.mkdir(parents=True)
+    (run / "log.txt").write_text("global_step=60/100, SPS=370, ETA=0m01s\n")
+    lock = claim(run)  # as the sweep that trains this run holds it
+    out = sweep(*grid, "--dry-run", cwd=tmp_path)
+    assert "iql.py --env lbf-easy --seed 1: running in another sweep; logged up to step 60" in out.stdout, out.stdout
+    out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
+    assert out.returncode == 0 and "skipped: sw/lbf-easy__iql__1 is running in another sweep" in out.stdout, out.stdout
+    assert (run / "log.txt").read_text() == "global_step=60/100, SPS=370, ETA=0m01s\n" and not (run / "done").exists()
+    lock.close()  # its holder stopped: the next sweep takes the run over
+    assert sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path).returncode == 0 and (run / "done").exists()
+
+    # a run finished by another sweep after this one listed it is not run again
+    log = (run / "log.txt").read_text()
+    monkeypatch.chdir(tmp_path)  # so that "iql.py" is the fake script, should the check fail and train it
+    assert run_one("iql.py", "lbf-easy", 1, tmp_path / "sw", [], None) == 0
+    assert "was finished by another sweep" in capsys.readouterr().out and (run / "log.txt").read_text() == log
 
 
 def test_seed_first_runs_every_cell_once_before_any_twice(tmp_path):
