@@ -1,6 +1,6 @@
 """Results table (the paper's Table 1 layout) and learning curves from the result records (and local run folders).
 
-    python benchmark/report.py --results results --out docs/results
+    python benchmark/report.py --results results --out docs/results --readme README.md
 
 Reads every record under `--results` (benchmark/records.py) and every run folder `{env}__{exp_name}__{seed}__{unix_time}`
 under `--runs`. Runs are seeds of one experiment only when their fingerprints match. Table 1's cells use the runs made
@@ -8,7 +8,8 @@ with the scripts' current defaults (the fingerprint of `Args()`, with the env); 
 listed apart, with the flags that differ from the defaults. For each (task, algorithm): average the return over seeds
 at each evaluation step, take the maximum over steps, and give a 95% bootstrap CI over seeds at that step (the paper's
 metric, specs/dvdn.md §6). Only the evaluation steps that every seed logged are used, so every point averages the same
-seeds.
+seeds. With `--readme`, the Table-1 tables and the ordering tables also replace the README's text between the lines
+`<!-- report.py: begin -->` and `<!-- report.py: end -->`, so the front page never copies a number by hand.
 """
 
 import sys
@@ -36,6 +37,8 @@ class Args:
     """bootstrap resamples of the seeds"""
     seed: int = 0
     """seed of the bootstrap RNG, so the report is reproducible"""
+    readme: Optional[str] = None
+    """markdown file whose block between README_BEGIN and README_END gets the Table-1 and ordering tables (None: none)"""
 
 
 COLUMNS = {"iql": "IQL", "iql_ps": "IQL (PS)", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
@@ -45,6 +48,7 @@ TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     ("MARBLER (heterogeneous)", {"marbler-arctic-exact": "Arctic", "marbler-material-exact": "Material",
                                  "marbler-pcp-exact": "PCP", "marbler-warehouse-exact": "Warehouse"}, ["iql", "dvdn", "vdn"]),
 ]  # fmt: skip
+README_BEGIN, README_END = "<!-- report.py: begin -->", "<!-- report.py: end -->"
 MARBLER_BUDGET = 5_000_000  # env steps of a MARBLER run in Table 1; LBF's 2M is the scripts' default
 # Lines drawn on the curves, (label, team return). Uniform-random returns: LBF benchmark/random_returns.py (2000
 # episodes); MARBLER benchmark/marbler_stats.py (200 episodes; cvxopt and DAQP); MPE benchmark/mpe_heuristics.py, which
@@ -239,6 +243,17 @@ def make_table(title, tasks, exp_names, results):
     return "\n".join(lines) + "\n"
 
 
+def write_readme_block(path, sections):
+    """Replace the text between README_BEGIN and README_END in `path` by `sections` (markdown blocks)."""
+    text = Path(path).read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
+        raise SystemExit(f"error: {path} needs one line {README_BEGIN} and, after it, one line {README_END}")
+    head, rest = text.split(README_BEGIN)
+    tail = rest.split(README_END)[1]
+    block = f"{README_BEGIN}\n<!-- written by benchmark/report.py --readme; edit the records, not this block -->\n\n"
+    Path(path).write_text(head + block + "\n".join(sections) + "\n" + README_END + tail)
+
+
 def plot_task(env, runs, path, n_resamples, seed):
     """Seed mean and 95% bootstrap band vs env steps, one line per algorithm."""
     import matplotlib
@@ -301,12 +316,14 @@ if __name__ == "__main__":
             f"picks the best step anew in every resample. Made by `benchmark/report.py`.")  # fmt: skip
     text = ["## Results: maximum average `eval/episodic_return` over evaluation points, 95% bootstrap CI over seeds", "",
             note, ""]  # fmt: skip
-    text += [make_table(*table, results) for table in tables]
+    table1 = [make_table(*table, results) for table in tables[: len(TABLES)]]
     for title, tasks, cols in TABLES:  # the claim against IQL, and against IQL (PS) where it ran: either may be Table 1's
-        text.append(ordering_table(title, tasks, cols, runs, results, args.n_resamples, args.seed))
+        table1.append(ordering_table(title, tasks, cols, runs, results, args.n_resamples, args.seed))
         if cols[0] == "iql" and any(env in tasks and e == "iql_ps" for env, e in runs):
-            text.append(ordering_table(f"{title}, IQL (PS) as the lower bound", tasks, ["iql_ps", *cols[1:]], runs, results,
-                                       args.n_resamples, args.seed))  # fmt: skip
+            table1.append(ordering_table(f"{title}, IQL (PS) as the lower bound", tasks, ["iql_ps", *cols[1:]], runs,
+                                         results, args.n_resamples, args.seed))  # fmt: skip
+    table1 = [section for section in table1 if section]
+    text += table1[: len(TABLES)] + [make_table(*table, results) for table in tables[len(TABLES) :]] + table1[len(TABLES) :]
     if other:
         text.append(other_settings_table(other, flags, args.n_resamples, args.seed))
     # curves: Table 1's runs per task; a task with none shows its runs under other settings, labelled by their flags
@@ -319,5 +336,8 @@ if __name__ == "__main__":
         plot_task(env, curves, out / f"{env}.png", args.n_resamples, args.seed)
         text.append(f"![{env}]({env}.png)\n")
     (out / "report.md").write_text("\n".join(text))
+    if args.readme:
+        write_readme_block(args.readme, table1)
+        print(f"wrote the Table-1 block of {args.readme}")
     print("\n".join(text))
     print(f"wrote {out / 'report.md'}")

@@ -195,6 +195,26 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
 
 
+def test_report_rewrites_only_the_readme_block_between_its_markers(tmp_path):
+    write_record(fake_record("vdn_ps", "lbf-hard", 1, [(0, 0.1), (100, 0.3)]), tmp_path / "results")
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\ntext above\n\n", "\n\n## Next\ntext below\n"
+    readme.write_text(f"{before}<!-- report.py: begin -->\nstale table\n<!-- report.py: end -->{after}")
+    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep",
+              "--n-resamples", "200", "--readme", "README.md"]  # fmt: skip
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    text = readme.read_text()
+    assert text.startswith(before + "<!-- report.py: begin -->\n") and text.endswith("<!-- report.py: end -->" + after)
+    assert "stale table" not in text and "| Hard | not run; paper 0.43 (-0.01, 0.02) | not run; paper 0.52" in text
+    assert "| 0.30 (0.00, 0.00) n=1; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    assert readme.read_text() == text  # a second run changes nothing
+    readme.write_text("no markers here\n")
+    out = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and out.stderr.strip().splitlines()[-1].startswith("error: README.md needs one line <!--")
+    assert readme.read_text() == "no markers here\n"
+
+
 def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
     """Table 1's MARBLER runs are 5M env steps (the scripts' default budget is LBF's 2M); a run at 2M goes apart."""
     results = tmp_path / "results"
