@@ -147,11 +147,11 @@ def train(path, script, env, seed, extra, results):
         log.flush()
         rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc == 0:
-        (path / "done").touch()
-        if results:
+        if results:  # the record before `done`: a sweep killed in between still counts the run as done, by its record
             newest = max(path.glob("runs/*"), key=lambda p: p.stat().st_mtime)
             record = make_record(newest, git_commit(Path(script).resolve().parent))
             print(f"record: {write_record(record, results)}" if record else f"no record: {newest} logged no evaluation")
+        (path / "done").touch()
     print(f"{'done' if rc == 0 else f'FAILED (exit {rc})'}: {path} in {time.time() - start:.0f}s", flush=True)
     return rc
 
