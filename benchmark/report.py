@@ -187,7 +187,9 @@ def gap_closure(low, mid, high, n_resamples=20_000, seed=0):
     finite = ratios[np.isfinite(ratios)]  # a resample whose two ends tie has no ratio
     lo, hi = np.percentile(finite, [2.5, 97.5]) if len(finite) else (float("nan"), float("nan"))
     estimate = (means[1] - means[0]) / (means[2] - means[0]) if means[2] != means[0] else float("nan")
-    return {"mean": estimate, "lo": float(lo), "hi": float(hi)}
+    gap_lo, gap_hi = np.percentile(r_high - r_low, [2.5, 97.5])  # the denominator, from the same resamples
+    return {"mean": estimate, "lo": float(lo), "hi": float(hi),
+            "gap": float(means[2] - means[0]), "gap_lo": float(gap_lo), "gap_hi": float(gap_hi)}  # fmt: skip
 
 
 def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
@@ -196,8 +198,8 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
     low, mid, high = exp_names[:3]
     name = COLUMNS
     lines = [f"### {title}: ordering and gap closure", "",
-             f"| task | {name[low]} < {name[mid]} < {name[high]}? | CIs that overlap | gap closed by {name[mid]} | "
-             f"paper's gap closed |", "|---" * 5 + "|"]  # fmt: skip
+             f"| task | {name[low]} < {name[mid]} < {name[high]}? | CIs that overlap | gap {name[low]} to {name[high]} | "
+             f"gap closed by {name[mid]} | paper's gap closed |", "|---" * 6 + "|"]  # fmt: skip
     for env, task in tasks.items():
         if not all(isinstance(results.get((env, e)), dict) for e in (low, mid, high)):
             continue
@@ -206,9 +208,18 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
         pairs = [(a, b) for a, b in [(low, mid), (mid, high), (low, high)]
                  if best[a]["lo"] <= best[b]["hi"] and best[b]["lo"] <= best[a]["hi"]]  # fmt: skip
         overlap = ", ".join(f"{name[a]} / {name[b]}" for a, b in pairs) or "none"
+        single = [name[e] for e in (low, mid, high) if best[e]["n_seeds"] < 2]
+        if single:  # one seed has no CI: overlap cannot be judged
+            overlap = "not judged: one seed for " + ", ".join(single)
         closure = gap_closure(runs[env, low], runs[env, mid], runs[env, high], n_resamples, seed)
-        cells = [task, "yes" if holds else "no", overlap,
-                 "n/a" if closure is None else f"{closure['mean']:.2f} ({closure['lo']:.2f} to {closure['hi']:.2f})"]
+        cells = [task, "yes" if holds else "no", overlap]
+        if closure is None:
+            cells += ["n/a", "n/a"]
+        else:
+            cells.append(f"{closure['gap']:.2f} ({closure['gap_lo']:.2f} to {closure['gap_hi']:.2f})")
+            # a share of a gap that may be zero is no number: report it only once the gap's CI is above zero
+            cells.append(f"{closure['mean']:.2f} ({closure['lo']:.2f} to {closure['hi']:.2f})" if closure["gap_lo"] > 0
+                         else "undefined: the gap's CI reaches 0")  # fmt: skip
         references = [paper_reference(env, e)[0] for e in (low, mid, high)]
         if all(references):
             p_low, p_mid, p_high = (reference[0] for reference in references)
@@ -233,7 +244,12 @@ def make_table(title, tasks, exp_names, results):
         cells = []
         for exp_name in exp_names:
             best = results.get((env, exp_name), "not run")
-            cell = best if isinstance(best, str) else f"{format_ci(best['mean'], best['lo'], best['hi'])} n={best['n_seeds']}"
+            if isinstance(best, str):
+                cell = best
+            elif best["n_seeds"] == 1:  # a bootstrap over one seed is that seed: no interval to show
+                cell = f"{best['mean']:.2f} n=1, no CI"
+            else:
+                cell = f"{format_ci(best['mean'], best['lo'], best['hi'])} n={best['n_seeds']}"
             reference, label = paper_reference(env, exp_name)
             if reference:
                 mean, lo_off, hi_off = reference

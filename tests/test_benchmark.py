@@ -110,7 +110,7 @@ def test_make_table_layout():
 def test_gap_closure_and_its_bootstrap():
     flat = lambda *levels: {seed: ([0, 10], [0.0, level]) for seed, level in enumerate(levels)}  # noqa: E731
     exact = gap_closure(flat(0.2, 0.2), flat(0.5, 0.5), flat(0.8, 0.8), n_resamples=500)
-    assert exact == pytest.approx({"mean": 0.5, "lo": 0.5, "hi": 0.5})  # no spread across seeds: no spread in the CI
+    assert exact == pytest.approx({"mean": 0.5, "lo": 0.5, "hi": 0.5, "gap": 0.6, "gap_lo": 0.6, "gap_hi": 0.6})  # no spread
     noisy = gap_closure(flat(0.1, 0.3), flat(0.4, 0.6), flat(0.8, 0.8), n_resamples=2000)
     assert noisy["mean"] == pytest.approx((0.5 - 0.2) / (0.8 - 0.2))
     # extremes of the resampling: IQL's seeds both 0.3 or both 0.1, DVDN's both 0.4 or both 0.6
@@ -134,12 +134,13 @@ def test_ordering_table_states_the_claim_per_task():
     results = {key: best_point(curves, 500) for key, curves in runs.items()}
     table = ordering_table("LBF", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"},
                            ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()  # fmt: skip
-    assert table[2] == ("| task | IQL < DVDN (GT) < VDN (PS)? | CIs that overlap | gap closed by DVDN (GT) | "
-                        "paper's gap closed |")
+    assert table[2] == ("| task | IQL < DVDN (GT) < VDN (PS)? | CIs that overlap | gap IQL to VDN (PS) | "
+                        "gap closed by DVDN (GT) | paper's gap closed |")
     easy, hard = table[4].split(" | "), table[5].split(" | ")
     assert easy[:3] == ["| Easy", "yes", "DVDN (GT) / VDN (PS)"]  # [0.5, 0.6] and [0.55, 0.9] overlap
-    assert easy[3].startswith(f"{(0.55 - 0.25) / (0.725 - 0.25):.2f} (") and easy[4] == f"{0.08 / 0.13:.2f} |"
-    assert hard[:4] == ["| Hard", "no", "none", f"{(0.3 - 0.4) / (0.5 - 0.4):.2f} (-1.00 to -1.00)"]
+    assert easy[3] == "0.48 (0.25 to 0.70)"  # 0.725 - 0.25; at the CI's ends the resamples' extremes, 0.55 - 0.3, 0.9 - 0.2
+    assert easy[4].startswith(f"{(0.55 - 0.25) / (0.725 - 0.25):.2f} (") and easy[5] == f"{0.08 / 0.13:.2f} |"
+    assert hard[:5] == ["| Hard", "no", "none", "0.10 (0.10 to 0.10)", f"{(0.3 - 0.4) / (0.5 - 0.4):.2f} (-1.00 to -1.00)"]
     assert len(table) == 6  # Medium has no runs: no row
     runs.update({("lbf-medium", "iql"): flat(0.4, 0.4), ("lbf-medium", "dvdn_gt"): flat(0.4, 0.4),
                  ("lbf-medium", "vdn_ps"): flat(0.5, 0.5)})  # fmt: skip
@@ -151,8 +152,19 @@ def test_ordering_table_states_the_claim_per_task():
     table = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql_ps", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()
     assert table[2].startswith("| task | IQL (PS) < DVDN (GT) < VDN (PS)? |")
     row = table[4].split(" | ")
-    assert row[1:3] == ["yes", "DVDN (GT) / VDN (PS)"] and row[3].startswith(f"{(0.55 - 0.45) / (0.725 - 0.45):.2f} (")
-    assert row[4] == f"{0.08 / 0.13:.2f} |"  # the paper's closure, from its IQL: it does not say which IQL it ran
+    assert row[1:3] == ["yes", "DVDN (GT) / VDN (PS)"] and row[4].startswith(f"{(0.55 - 0.45) / (0.725 - 0.45):.2f} (")
+    assert row[5] == f"{0.08 / 0.13:.2f} |"  # the paper's closure, from its IQL: it does not say which IQL it ran
+    # a lower bound level with VDN (PS): the gap's CI reaches 0, so its share is no number, however the means fall
+    runs[("lbf-easy", "iql_ps")] = flat(0.5, 0.9)
+    results = {key: best_point(curves, 500) for key, curves in runs.items()}
+    row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql_ps", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
+    row = row.splitlines()[4].split(" | ")
+    assert row[3] == "0.03 (-0.35 to 0.40)" and row[4] == "undefined: the gap's CI reaches 0"  # 0.725 - 0.7
+    # one seed has no CI: the table does not pretend its point is an interval
+    runs[("lbf-easy", "dvdn_gt")] = flat(0.6)
+    results = {key: best_point(curves, 500) for key, curves in runs.items()}
+    row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
+    assert row.splitlines()[4].split(" | ")[2] == "not judged: one seed for DVDN (GT)"
 
 
 def fake_record(exp_name, env, seed, curve, **changed):
@@ -187,9 +199,9 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     assert "| Easy | 2.50 (-0.50, 0.50) n=2; paper 0.81 (-0.02, 0.02) | 2.50 (-0.50, 0.50) n=2; paper 0.89" in text
     assert "| Arctic | not run; paper -43.51 (-1.64, 1.65) |" in text
     # the claim twice, against IQL (2.5, a tie with DVDN (GT)) and against IQL (PS) (0.5); VDN (PS) is 4.0
-    assert "| Easy | no | IQL / DVDN (GT) | 0.00 (-1.00 to 0.50) | 0.62 |" in text
+    assert "| Easy | no | not judged: one seed for VDN (PS) | 1.50 (1.00 to 2.00) | 0.00 (-1.00 to 0.50) | 0.62 |" in text
     assert "### LBF (homogeneous), IQL (PS) as the lower bound: ordering and gap closure" in text
-    assert f"| Easy | yes | none | {2 / 3.5:.2f} (" in text
+    assert f"| Easy | yes | not judged: one seed for IQL (PS), VDN (PS) | 3.50 (3.50 to 3.50) | {2 / 3.5:.2f} (" in text
     assert "| lbf-easy | IQL | 1 | 9.00 (0.00, 0.00) (0) | 9.00 ± 0.00 (100) | --total-timesteps 600000 |" in text
     assert "| lbf-easy | IQL | 1 | 7.00 (0.00, 0.00) (0) | 7.00 ± 0.00 (100) | (same flags; older code or preset) |" in text
     assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
@@ -206,7 +218,7 @@ def test_report_rewrites_only_the_readme_block_between_its_markers(tmp_path):
     text = readme.read_text()
     assert text.startswith(before + "<!-- report.py: begin -->\n") and text.endswith("<!-- report.py: end -->" + after)
     assert "stale table" not in text and "| Hard | not run; paper 0.43 (-0.01, 0.02) | not run; paper 0.52" in text
-    assert "| 0.30 (0.00, 0.00) n=1; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
+    assert "| 0.30 n=1, no CI; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
     subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     assert readme.read_text() == text  # a second run changes nothing
     readme.write_text("no markers here\n")
@@ -223,7 +235,7 @@ def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
     report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
     subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 (0.00, 0.00) n=1" in text
+    assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 n=1, no CI" in text
     assert "| marbler-pcp-exact | VDN | 1 | 30.00 (0.00, 0.00) (100) | 30.00 ± 0.00 (100) | --total-timesteps 2000000" in text
 
 
