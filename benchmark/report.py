@@ -301,9 +301,10 @@ def other_settings_table(other, flags, n_resamples, seed):
         steps, values = common_steps(curves)
         if best is None:
             continue
-        last = f"{values[:, -1].mean():.2f} ± {values[:, -1].std():.2f} ({int(steps[-1])})"
-        lines.append(f"| {env} | {COLUMNS.get(exp_name, exp_name)} | {len(curves)} | "
-                     f"{format_ci(best['mean'], best['lo'], best['hi'])} ({best['step']}) | {last} | "
+        single = len(curves) == 1  # one seed: no CI, no spread
+        last = f"{values[:, -1].mean():.2f}" + ("" if single else f" ± {values[:, -1].std():.2f}") + f" ({int(steps[-1])})"
+        best_text = f"{best['mean']:.2f}, no CI" if single else format_ci(best["mean"], best["lo"], best["hi"])
+        lines.append(f"| {env} | {COLUMNS.get(exp_name, exp_name)} | {len(curves)} | {best_text} ({best['step']}) | {last} | "
                      f"{differing_flags(exp_name, env, flags[env, exp_name, fp])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
