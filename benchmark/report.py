@@ -281,7 +281,9 @@ def plot_task(env, runs, path, n_resamples, seed):
     for exp_name in sorted(e for t, e in runs if t == env):
         steps, values = common_steps(runs[env, exp_name])
         band = np.array([bootstrap_ci(v, n_resamples, seed) for v in values.T]).reshape(-1, 2)
-        line = ax.plot(steps, values.mean(axis=0), label=f"{COLUMNS.get(exp_name, exp_name)} (n={len(values)})")[0]
+        color = f"C{list(COLUMNS).index(exp_name)}" if exp_name in COLUMNS else None  # one colour per algorithm, every plot
+        label = f"{COLUMNS.get(exp_name, exp_name)} (n={len(values)})"
+        line = ax.plot(steps, values.mean(axis=0), color=color, label=label)[0]
         ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
     for (label, value), style in zip(REFERENCES.get(env, []), ["--", ":"]):
         ax.axhline(value, color="gray", linestyle=style, label=label)
