@@ -230,6 +230,11 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
     return "\n".join(lines) + "\n" if len(lines) > 4 else ""
 
 
+def format_best(best):
+    """A best_point as 'mean (lo - mean, hi - mean)'; one seed has no interval: 'mean (no CI)'."""
+    return f"{best['mean']:.2f} (no CI)" if best["n_seeds"] == 1 else format_ci(best["mean"], best["lo"], best["hi"])
+
+
 def format_ci(mean, lo, hi):
     """'0.87 (-0.02, 0.02)': the CI as offsets from the mean, like the paper."""
     lo_off, hi_off = round(lo - mean, 2) + 0.0, round(hi - mean, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
@@ -244,12 +249,7 @@ def make_table(title, tasks, exp_names, results):
         cells = []
         for exp_name in exp_names:
             best = results.get((env, exp_name), "not run")
-            if isinstance(best, str):
-                cell = best
-            elif best["n_seeds"] == 1:  # a bootstrap over one seed is that seed: no interval to show
-                cell = f"{best['mean']:.2f} n=1, no CI"
-            else:
-                cell = f"{format_ci(best['mean'], best['lo'], best['hi'])} n={best['n_seeds']}"
+            cell = best if isinstance(best, str) else f"{format_best(best)} n={best['n_seeds']}"
             reference, label = paper_reference(env, exp_name)
             if reference:
                 mean, lo_off, hi_off = reference
@@ -303,11 +303,10 @@ def other_settings_table(other, flags, n_resamples, seed):
         steps, values = common_steps(curves)
         if best is None:
             continue
-        single = len(curves) == 1  # one seed: no CI, no spread
-        last = f"{values[:, -1].mean():.2f}" + ("" if single else f" ± {values[:, -1].std():.2f}") + f" ({int(steps[-1])})"
-        best_text = f"{best['mean']:.2f}, no CI" if single else format_ci(best["mean"], best["lo"], best["hi"])
-        lines.append(f"| {env} | {COLUMNS.get(exp_name, exp_name)} | {len(curves)} | {best_text} ({best['step']}) | {last} | "
-                     f"{differing_flags(exp_name, env, flags[env, exp_name, fp])} |")  # fmt: skip
+        spread = f" ± {values[:, -1].std():.2f}" if len(curves) > 1 else ""  # one seed has no spread
+        last = f"{values[:, -1].mean():.2f}{spread} ({int(steps[-1])})"
+        lines.append(f"| {env} | {COLUMNS.get(exp_name, exp_name)} | {len(curves)} | {format_best(best)} ({best['step']}) | "
+                     f"{last} | {differing_flags(exp_name, env, flags[env, exp_name, fp])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

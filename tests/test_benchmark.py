@@ -202,8 +202,8 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     assert "| Easy | no | not judged: one seed for VDN (PS) | 1.50 (1.00 to 2.00) | 0.00 (-1.00 to 0.50) | 0.62 |" in text
     assert "### LBF (homogeneous), IQL (PS) as the lower bound: ordering and gap closure" in text
     assert f"| Easy | yes | not judged: one seed for IQL (PS), VDN (PS) | 3.50 (3.50 to 3.50) | {2 / 3.5:.2f} (" in text
-    assert "| lbf-easy | IQL | 1 | 9.00, no CI (0) | 9.00 (100) | --total-timesteps 600000 |" in text
-    assert "| lbf-easy | IQL | 1 | 7.00, no CI (0) | 7.00 (100) | (same flags; older code or preset) |" in text
+    assert "| lbf-easy | IQL | 1 | 9.00 (no CI) (0) | 9.00 (100) | --total-timesteps 600000 |" in text
+    assert "| lbf-easy | IQL | 1 | 7.00 (no CI) (0) | 7.00 (100) | (same flags; older code or preset) |" in text
     assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
 
 
@@ -218,7 +218,7 @@ def test_report_rewrites_only_the_readme_block_between_its_markers(tmp_path):
     text = readme.read_text()
     assert text.startswith(before + "<!-- report.py: begin -->\n") and text.endswith("<!-- report.py: end -->" + after)
     assert "stale table" not in text and "| Hard | not run; paper 0.43 (-0.01, 0.02) | not run; paper 0.52" in text
-    assert "| 0.30 n=1, no CI; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
+    assert "| 0.30 (no CI) n=1; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
     subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     assert readme.read_text() == text  # a second run changes nothing
     readme.write_text("no markers here\n")
@@ -235,8 +235,8 @@ def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
     report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
     subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 n=1, no CI" in text
-    assert "| marbler-pcp-exact | VDN | 1 | 30.00, no CI (100) | 30.00 (100) | --total-timesteps 2000000" in text
+    assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 (no CI) n=1" in text
+    assert "| marbler-pcp-exact | VDN | 1 | 30.00 (no CI) (100) | 30.00 (100) | --total-timesteps 2000000" in text
 
 
 def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
