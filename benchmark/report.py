@@ -216,10 +216,17 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
         if closure is None:
             cells += ["n/a", "n/a"]
         else:
-            cells.append(f"{closure['gap']:.2f} ({closure['gap_lo']:.2f} to {closure['gap_hi']:.2f})")
-            # a share of a gap that may be zero is no number: report it only once the gap's CI is above zero
-            cells.append(f"{closure['mean']:.2f} ({closure['lo']:.2f} to {closure['hi']:.2f})" if closure["gap_lo"] > 0
-                         else "undefined: the gap's CI reaches 0")  # fmt: skip
+            # a bootstrap over one seed has no spread: a CI is shown only where every algorithm it resamples has two seeds
+            gap_has_ci = best[low]["n_seeds"] > 1 and best[high]["n_seeds"] > 1
+            cells.append(f"{closure['gap']:.2f} " + (f"({closure['gap_lo']:.2f} to {closure['gap_hi']:.2f})" if gap_has_ci
+                                                     else "(no CI)"))  # fmt: skip
+            # a share of a gap that may be zero is no number: it is withheld once the gap's CI reaches zero
+            if gap_has_ci and closure["gap_lo"] <= 0:
+                cells.append("undefined: the gap's CI reaches 0")
+            elif single:
+                cells.append(f"{closure['mean']:.2f} (no CI)")
+            else:
+                cells.append(f"{closure['mean']:.2f} ({closure['lo']:.2f} to {closure['hi']:.2f})")
         references = [paper_reference(env, e)[0] for e in (low, mid, high)]
         if all(references):
             p_low, p_mid, p_high = (reference[0] for reference in references)

@@ -164,7 +164,17 @@ def test_ordering_table_states_the_claim_per_task():
     runs[("lbf-easy", "dvdn_gt")] = flat(0.6)
     results = {key: best_point(curves, 500) for key, curves in runs.items()}
     row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
-    assert row.splitlines()[4].split(" | ")[2] == "not judged: one seed for DVDN (GT)"
+    row = row.splitlines()[4].split(" | ")
+    assert row[2] == "not judged: one seed for DVDN (GT)"
+    # the gap's ends have two seeds each, so its CI stands; the share's bootstrap would leave DVDN (GT)'s spread out
+    assert row[3:5] == ["0.48 (0.25 to 0.70)", f"{(0.6 - 0.25) / (0.725 - 0.25):.2f} (no CI)"]
+    row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql_ps", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
+    assert row.splitlines()[4].split(" | ")[4] == "undefined: the gap's CI reaches 0"  # a gap that may be 0 comes first
+    runs[("lbf-easy", "vdn_ps")] = flat(0.9)  # now the gap itself rests on one seed at one end
+    results = {key: best_point(curves, 500) for key, curves in runs.items()}
+    row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
+    row = row.splitlines()[4].split(" | ")
+    assert row[2:5] == ["not judged: one seed for DVDN (GT), VDN (PS)", "0.65 (no CI)", f"{0.35 / 0.65:.2f} (no CI)"]
 
 
 def fake_record(exp_name, env, seed, curve, **changed):
