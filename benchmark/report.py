@@ -218,15 +218,12 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
         else:
             # a bootstrap over one seed has no spread: a CI is shown only where every algorithm it resamples has two seeds
             gap_has_ci = best[low]["n_seeds"] > 1 and best[high]["n_seeds"] > 1
-            cells.append(f"{closure['gap']:.2f} " + (f"({closure['gap_lo']:.2f} to {closure['gap_hi']:.2f})" if gap_has_ci
-                                                     else "(no CI)"))  # fmt: skip
+            cells.append(format_interval(closure["gap"], closure["gap_lo"], closure["gap_hi"], gap_has_ci))
             # a share of a gap that may be zero is no number: it is withheld once the gap's CI reaches zero
             if gap_has_ci and closure["gap_lo"] <= 0:
                 cells.append("undefined: the gap's CI reaches 0")
-            elif single:
-                cells.append(f"{closure['mean']:.2f} (no CI)")
             else:
-                cells.append(f"{closure['mean']:.2f} ({closure['lo']:.2f} to {closure['hi']:.2f})")
+                cells.append(format_interval(closure["mean"], closure["lo"], closure["hi"], not single))
         references = [paper_reference(env, e)[0] for e in (low, mid, high)]
         if all(references):
             p_low, p_mid, p_high = (reference[0] for reference in references)
@@ -235,6 +232,11 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
             cells.append("n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 4 else ""
+
+
+def format_interval(mean, lo, hi, has_ci):
+    """'0.47 (0.46 to 0.51)', or '0.47 (no CI)' where the bootstrap had a one-seed input."""
+    return f"{mean:.2f} " + (f"({lo:.2f} to {hi:.2f})" if has_ci else "(no CI)")
 
 
 def format_best(best):
