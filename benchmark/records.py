@@ -3,8 +3,9 @@
     python benchmark/records.py --runs sweeps/lbf-easy    # write a record for every run folder found (--commit to name it)
 
 A record holds the run's evaluation curve (env step, evaluation return), its script, env, seed, every flag value, the
-git commit and a fingerprint of the settings that change results: every flag except the seed and those that only
-change where or how a run is logged, plus the env preset's version (`envs.PRESET_VERSIONS`) and RESULTS_VERSION.
+git commits (at the run's end, and at its start and each resume when benchmark/sweep.py ran it) and a fingerprint of the
+settings that change results: every flag except the seed and those that only change where or how a run is logged, plus
+the env preset's version (`envs.PRESET_VERSIONS`) and RESULTS_VERSION.
 Records with one fingerprint are seeds of one experiment; `benchmark/report.py` never averages across fingerprints.
 The file name is `{env}__{exp_name}__{seed}__{fingerprint}.json`, so the same run made twice (on CPU: bitwise the same)
 is one file, and runs from other machines are added by copying their files in.
@@ -75,6 +76,13 @@ def git_commit(folder) -> str:
     return (head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if head else "unknown"
 
 
+def started_by(sweep_run_dir) -> list:
+    """The commits that each start and resume of a sweep's run began from, in order, as benchmark/sweep.py logs them in
+    `<out>/<env>__<exp_name>__<seed>/log.txt`; empty for a folder without that log."""
+    log = Path(sweep_run_dir) / "log.txt"
+    return re.findall(r"^# commit (\S+)$", log.read_text(), flags=re.M) if log.exists() else []
+
+
 def read_run(run_dir):
     """(flags, evaluation curve) of one run folder: the flags from the hyperparameter table the script logs (the newest,
     which a resumed run rewrites), the curve as TensorBoard shows it (steps a stopped run logged past its checkpoint
@@ -89,13 +97,16 @@ def read_run(run_dir):
     return flags, [[e.step, e.value] for e in events.Scalars(TAG)]
 
 
-def make_record(run_dir, commit: str):
+def make_record(run_dir, commit: str, started_by=()):
+    """The record of one run folder: `commit` is the code's commit when the run ended, `started_by` the commits its start
+    and each resume began from (benchmark/sweep.py logs them; empty when unknown)."""
     run = read_run(run_dir)
     if run is None:
         return None
     flags, curve = run
     return {"env": flags["env"], "exp_name": flags["exp_name"], "seed": int(flags["seed"]), "fingerprint": fingerprint(flags),
-            "script": f"{flags['exp_name']}.py", "commit": commit, "env_version": PRESET_VERSIONS.get(flags["env"], 1),
+            "script": f"{flags['exp_name']}.py", "commit": commit, "started_by": list(started_by),
+            "env_version": PRESET_VERSIONS.get(flags["env"], 1),
             "results_version": RESULTS_VERSION, "run_name": Path(run_dir).name, "written": time.strftime("%Y-%m-%d %H:%M"),
             "flags": flags, "eval": curve}  # fmt: skip
 
@@ -122,5 +133,5 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     commit = args.commit or git_commit(Path(__file__).parent)
     for run_dir in run_dirs(args.runs):
-        record = make_record(run_dir, commit)
+        record = make_record(run_dir, commit, started_by(run_dir.resolve().parents[1]))  # a sweep's <run dir>/runs/<run folder>
         print(f"{run_dir}: " + (f"wrote {write_record(record, args.results)}" if record else f"no {TAG}, skipped"))

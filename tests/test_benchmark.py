@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmark.records import fingerprint, make_record, read_records, write_record  # noqa: E402
+from benchmark.records import fingerprint, make_record, read_records, started_by, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
 from benchmark.report import gap_closure, ordering_table  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
@@ -250,17 +250,25 @@ def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
 
 
 def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
+    from benchmark.records import git_commit
     from benchmark.sweep import planned_flags
 
     extra = ["--no-cuda", "--total-timesteps", "200", "--batch-size", "2", "--buffer-size", "10", "--eval-frequency", "100",
              "--eval-episodes", "1", "--learning-rate", "0.001"]  # fmt: skip
-    subprocess.run([sys.executable, str(ROOT / "iql.py"), "--env", "lbf-hard", "--seed", "7", *extra], cwd=tmp_path,
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    record = make_record(run_dir, "abc123")
+    grid = ["--scripts", str(ROOT / "iql.py"), "--envs", "lbf-hard", "--seeds", "7", "--out", "sw", "--results", "results"]
+    out = sweep(*grid, "--", *extra, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (record,) = read_records(tmp_path / "results")
     assert record["fingerprint"] == fingerprint(planned_flags(str(ROOT / "iql.py"), "lbf-hard", 7, extra))
-    assert record["flags"]["learning_rate"] == "0.001" and record["seed"] == 7 and record["commit"] == "abc123"
+    assert record["flags"]["learning_rate"] == "0.001" and record["seed"] == 7
     assert [step for step, _ in record["eval"]] == [100, 200] and record["env_version"] == 2
+    assert record["started_by"] == [record["commit"]] == [git_commit(ROOT)]  # started once, ended on the same code
+    rewrite = [sys.executable, str(ROOT / "benchmark" / "records.py"), "--runs", "sw", "--results", "again", "--commit", "c"]
+    subprocess.run(rewrite, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    (again,) = read_records(tmp_path / "again")  # records.py finds the commits in the sweep's log too
+    assert again["commit"] == "c" and again["started_by"] == record["started_by"] and again["eval"] == record["eval"]
+    (run_dir,) = (tmp_path / "sw" / "lbf-hard__iql__7" / "runs").iterdir()
+    assert make_record(run_dir, "c")["started_by"] == []  # a run folder on its own says nothing of its start
     for changed in [{"learning_rate": "0.002"}, {"env": "lbf-hard-2.0"}]:  # a flag or the preset's rules
         assert fingerprint({**record["flags"], **changed}) != record["fingerprint"]
     for free in [{"seed": "8"}, {"checkpoint_frequency": "1000"}, {"track": "True"}]:  # not a setting of the experiment
@@ -271,6 +279,14 @@ def test_sweep_resume_and_report(tmp_path):
     for name in ["iql.py", "dvdn_gt.py"]:
         (tmp_path / name).write_text(FAKE_SCRIPT)
     (tmp_path / "broken.py").write_text("raise SystemExit(3)\n")
+
+    def commit():  # a new commit of the checkout that holds the scripts (they stay untracked, so it is clean)
+        git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "m"], check=True, capture_output=True)
+        return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    first = commit()
     grid = ["--scripts", "iql.py", "dvdn_gt.py", "--envs", "lbf-easy", "--seeds", "1", "2", "--out", "sw", "--workers", "2",
             "--results", "None"]  # the fake scripts log no flags, so they leave no records
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
@@ -301,11 +317,13 @@ def test_sweep_resume_and_report(tmp_path):
     out = sweep(*grid, "--dry-run", cwd=tmp_path)
     assert (f"dvdn_gt.py --env lbf-easy --seed 2: resumes from {checkpoint.relative_to(tmp_path)}; "
             "logged up to step 110 of 200 at 371 SPS, last evaluation 0.523 at step 100") in out.stdout, out.stdout
+    second = commit()  # the code changed between the run's start and its resume: its log names both commits
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
     assert out.returncode == 0 and "3 already done, 1 to run" in out.stdout, out.stdout + out.stderr
     log = (run_dirs[1] / "log.txt").read_text().splitlines()
-    assert log[-1].endswith(f"--total-timesteps 100 --resume {checkpoint.resolve()}") and "--resume" not in log[0]
+    assert log[-1].endswith(f"--total-timesteps 100 --resume {checkpoint.resolve()}") and "--resume" not in log[1]
     assert checkpoint.exists() and (run_dirs[1] / "done").exists()
+    assert started_by(run_dirs[1]) == [first, second] and started_by(run_dirs[0]) == [first]
 
     # a failing run gets no done marker and makes the sweep exit non-zero
     broken = ["--scripts", "broken.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
