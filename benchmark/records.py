@@ -49,8 +49,10 @@ class Args:
 @functools.lru_cache(maxsize=None)
 def load_script(path: str):
     """A training script as a module, loaded once per path (importing a script runs nothing)."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    name = f"{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"  # two scripts with one stem stay apart
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # tyro reads its classes' docstrings, for --help and its errors, through sys.modules
     spec.loader.exec_module(module)
     return module
 

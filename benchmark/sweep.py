@@ -28,6 +28,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from records import git_commit, load_script, make_record, record_path, started_by, write_record  # noqa: E402
+from envs import env_family  # noqa: E402  (records.py puts the repository root on the path)
 
 
 @dataclass
@@ -70,13 +71,30 @@ def run_dir(out, script, env, seed):
 
 def planned_flags(script, env, seed, extra):
     """Every flag value the run will use, as the script's own parser resolves them (imports the script: runs nothing)."""
-    return vars(tyro.cli(load_script(str(Path(script).resolve())).Args, args=["--env", env, "--seed", str(seed), *extra]))
+    argv = ["--env", env, "--seed", str(seed), *extra]
+    flags, unknown = tyro.cli(load_script(str(Path(script).resolve())).Args, args=argv, return_unknown_args=True)
+    if unknown:
+        raise SystemExit(f"error: {script} takes no {' '.join(unknown)} (see python {script} --help)")
+    return vars(flags)
+
+
+def check_grid(scripts, envs):
+    """Stop in one line, before any run starts, on an env that no script can make, or on a script that is not here
+    (`scripts=()` skips that check: a Slurm job or a wandb sweep may run where this machine's files are not)."""
+    for env in envs:
+        try:
+            env_family(env)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+    for script in scripts:
+        if not Path(script).is_file():
+            raise SystemExit(f"error: no script {script} (from {Path.cwd()})")
 
 
 def is_done(script, env, seed, out, extra, results):
     if (run_dir(out, script, env, seed) / "done").exists():
         return True
-    return bool(results) and Path(script).exists() and record_path(results, planned_flags(script, env, seed, extra)).exists()
+    return bool(results) and record_path(results, planned_flags(script, env, seed, extra)).exists()
 
 
 def newest_checkpoint(path):
@@ -196,6 +214,7 @@ if __name__ == "__main__":
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = tyro.cli(Args, args=argv[:split]), argv[split + 1 :]
     grid = make_grid(args.scripts, args.envs, args.seeds, args.seed_first)
+    check_grid(() if args.slurm or args.wandb_sweep else args.scripts, args.envs)
 
     if args.slurm or args.wandb_sweep:
         if args.slurm:

@@ -75,21 +75,31 @@ def write_gif(frames, path: str, frames_per_second: int = 5):
     images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // frames_per_second, loop=0)
 
 
+def env_family(name: str) -> str:
+    """'lbf', 'marbler' or 'mpe' for an env name `make_env` takes; a ValueError that lists the choices for any other."""
+    if name.removesuffix("-2.0") in LBF_PRESETS or name.startswith("Foraging"):
+        return "lbf"
+    if name.removesuffix("-exact") in MARBLER_PRESETS:
+        return "marbler"
+    if name.removesuffix("-full") in MPE_PRESETS:
+        return "mpe"
+    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)}, an LBF preset with the suffix -2.0, "
+                     "a MARBLER preset with the suffix -exact, an MPE preset with the suffix -full, "
+                     "or a raw lbforaging id (Foraging-...-v3)")
+
+
 def make_env(name: str, seed: int):
     """Builds the environment `name` (a preset or a raw lbforaging id); `seed` seeds its first reset."""
-    if name.removesuffix("-2.0") in LBF_PRESETS or name.startswith("Foraging"):
+    family = env_family(name)
+    if family == "lbf":
         from envs.lbf import LBFEnv
 
         return RecordEpisode(LBFEnv(name, seed))
-    if name.removesuffix("-exact") in MARBLER_PRESETS:  # -exact: the barrier QP solved exactly by DAQP, not cvxopt
+    if family == "marbler":  # -exact: the barrier QP solved exactly by DAQP, not cvxopt
         from envs.marbler import MarblerEnv
 
         solver = "daqp" if name.endswith("-exact") else "cvxopt"
         return RecordEpisode(MarblerEnv(name.removesuffix("-exact"), seed, solver=solver))
-    if name.removesuffix("-full") in MPE_PRESETS:
-        from envs.mpe import MPEEnv
+    from envs.mpe import MPEEnv
 
-        return RecordEpisode(MPEEnv(name, seed))
-    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS)}, an LBF preset with the suffix -2.0, "
-                     "a MARBLER preset with the suffix -exact, an MPE preset with the suffix -full, "
-                     "or a raw lbforaging id (Foraging-...-v3)")
+    return RecordEpisode(MPEEnv(name, seed))

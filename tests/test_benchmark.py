@@ -356,12 +356,32 @@ def test_sweeps_sharing_a_folder_skip_a_run_another_one_holds_or_finished(tmp_pa
 
 
 def test_seed_first_runs_every_cell_once_before_any_twice(tmp_path):
-    grid = ["--scripts", "iql.py", "vdn.py", "--envs", "lbf-easy", "lbf-hard", "--seeds", "1", "2", "--results", "r"]
+    grid = ["--scripts", str(ROOT / "iql.py"), str(ROOT / "vdn.py"), "--envs", "lbf-easy", "lbf-hard", "--seeds", "1", "2",
+            "--results", "r"]  # fmt: skip
     out = sweep(*grid, "--seed-first", "--dry-run", "--", "--total-timesteps", "10", cwd=tmp_path)
     runs = [line.split(":")[0].split() for line in out.stdout.splitlines() if "--seed" in line]
     assert [run[-1] for run in runs] == ["1"] * 4 + ["2"] * 4 and len({(r[0], r[2]) for r in runs[:4]}) == 4
     assert sweep(*grid, "--seed-first", "--slurm", "job.sh", cwd=tmp_path).returncode == 0
     assert "--seed-first --task-id" in (tmp_path / "job.sh").read_text()  # the array's index means the same run
+
+
+def test_sweep_stops_in_one_line_before_any_run_on_bad_input(tmp_path):
+    """An unknown env, a missing script, a flag the script does not take or a flag value it cannot parse: an error that
+    names the bad input (no traceback), a non-zero exit, and no run folder."""
+    iql = str(ROOT / "iql.py")
+    cases = [  # (scripts, env, flags after --, what the error says)
+        (iql, "lbf-eazy", [], "error: unknown env 'lbf-eazy'; choose one of lbf-easy, lbf-medium"),
+        ("nosuch.py", "lbf-easy", [], "error: no script nosuch.py"),
+        (iql, "lbf-easy", ["--bogus", "3"], f"error: {iql} takes no --bogus 3 (see python {iql} --help)"),
+        (iql, "lbf-easy", ["--total-timesteps", "many"], "--total-timesteps"),  # tyro's message names the flag
+    ]
+    for script, env, flags, message in cases:
+        grid = ["--scripts", script, "--envs", env, "--seeds", "1", "--out", "sw", "--results", "r"]
+        out = sweep(*grid, "--", *flags, cwd=tmp_path)
+        assert out.returncode != 0 and "Traceback" not in out.stderr and message in out.stderr, out.stderr
+        assert not (tmp_path / "sw").exists()
+    # a Slurm job file may name scripts that lie where the job runs, not here
+    assert sweep("--scripts", "nosuch.py", "--slurm", "job.sh", cwd=tmp_path).returncode == 0
 
 
 def slurm_is_up():
@@ -409,7 +429,7 @@ def test_slurm_and_wandb_files(tmp_path):
     cmd = [w for word in config["command"][3:] for w in (macros[word[2:-1]] if word.startswith("${") else [word])]
     assert cmd[:6] == ["--scripts", "vdn.py", "--envs", "lbf-hard", "--seeds", "3"]
     cmd.insert(cmd.index("--"), "--dry-run")
-    out = sweep(*cmd, cwd=tmp_path)
+    out = sweep(*cmd, cwd=ROOT)  # the agent runs it from the repository root, where the scripts are (dry: writes nothing)
     assert out.returncode == 0 and "vdn.py --env lbf-hard --seed 3" in out.stdout, out.stdout + out.stderr
 
 
