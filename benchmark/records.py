@@ -99,6 +99,19 @@ def read_run(run_dir):
     return flags, [[e.step, e.value] for e in events.Scalars(TAG)]
 
 
+def train_time(run_dir):
+    """(seconds, starts): the wall-clock time the run's processes spent, summed over its event files (every start and
+    every resume writes its own; each counts from its first event to its last), and how many files there are. A resumed
+    run also counts the steps its stopped process made past the last checkpoint: computed once, then made again."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    spans = []
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        times = [event.wall_time for event in EventFileLoader(str(path)).Load()]
+        spans.append(max(times) - min(times) if times else 0.0)
+    return sum(spans), len(spans)
+
+
 def make_record(run_dir, commit: str, started_by=()):
     """The record of one run folder: `commit` is the code's commit when the run ended, `started_by` the commits its start
     and each resume began from (benchmark/sweep.py logs them; empty when unknown)."""
@@ -106,11 +119,12 @@ def make_record(run_dir, commit: str, started_by=()):
     if run is None:
         return None
     flags, curve = run
+    seconds, starts = train_time(run_dir)
     return {"env": flags["env"], "exp_name": flags["exp_name"], "seed": int(flags["seed"]), "fingerprint": fingerprint(flags),
             "script": f"{flags['exp_name']}.py", "commit": commit, "started_by": list(started_by),
             "env_version": PRESET_VERSIONS.get(flags["env"], 1),
             "results_version": RESULTS_VERSION, "run_name": Path(run_dir).name, "written": time.strftime("%Y-%m-%d %H:%M"),
-            "flags": flags, "eval": curve}  # fmt: skip
+            "train_seconds": round(seconds), "starts": starts, "flags": flags, "eval": curve}  # fmt: skip
 
 
 def write_record(record, results) -> Path:

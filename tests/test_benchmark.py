@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -256,19 +257,26 @@ def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
     extra = ["--no-cuda", "--total-timesteps", "200", "--batch-size", "2", "--buffer-size", "10", "--eval-frequency", "100",
              "--eval-episodes", "1", "--learning-rate", "0.001"]  # fmt: skip
     grid = ["--scripts", str(ROOT / "iql.py"), "--envs", "lbf-hard", "--seeds", "7", "--out", "sw", "--results", "results"]
+    began = time.time()
     out = sweep(*grid, "--", *extra, cwd=tmp_path)
+    out_seconds = time.time() - began
     assert out.returncode == 0, out.stdout + out.stderr
     (record,) = read_records(tmp_path / "results")
     assert record["fingerprint"] == fingerprint(planned_flags(str(ROOT / "iql.py"), "lbf-hard", 7, extra))
     assert record["flags"]["learning_rate"] == "0.001" and record["seed"] == 7
     assert [step for step, _ in record["eval"]] == [100, 200] and record["env_version"] == 2
     assert record["started_by"] == [record["commit"]] == [git_commit(ROOT)]  # started once, ended on the same code
+    assert record["starts"] == 1 and 0 < record["train_seconds"] < out_seconds + 1, (record["train_seconds"], out_seconds)
     rewrite = [sys.executable, str(ROOT / "benchmark" / "records.py"), "--runs", "sw", "--results", "again", "--commit", "c"]
     subprocess.run(rewrite, cwd=tmp_path, check=True, capture_output=True, timeout=120)
     (again,) = read_records(tmp_path / "again")  # records.py finds the commits in the sweep's log too
     assert again["commit"] == "c" and again["started_by"] == record["started_by"] and again["eval"] == record["eval"]
     (run_dir,) = (tmp_path / "sw" / "lbf-hard__iql__7" / "runs").iterdir()
     assert make_record(run_dir, "c")["started_by"] == []  # a run folder on its own says nothing of its start
+    (events,) = run_dir.glob("events.out.tfevents.*")  # a resume writes a second event file: its time adds up
+    shutil.copy(events, run_dir / (events.name + ".resumed"))
+    resumed = make_record(run_dir, "c")
+    assert resumed["starts"] == 2 and abs(resumed["train_seconds"] - 2 * record["train_seconds"]) <= 1
     for changed in [{"learning_rate": "0.002"}, {"env": "lbf-hard-2.0"}]:  # a flag or the preset's rules
         assert fingerprint({**record["flags"], **changed}) != record["fingerprint"]
     for free in [{"seed": "8"}, {"checkpoint_frequency": "1000"}, {"track": "True"}]:  # not a setting of the experiment
