@@ -2,6 +2,7 @@
 
     python benchmark/evaluate.py runs/lbf-easy__vdn_ps__1__1764070000/vdn_ps.pt --episodes 500 --epsilon 0.05
     python benchmark/evaluate.py /data/runs/lbf-easy__iql_ps__2__1764070000/checkpoint.pt --video team.gif
+    python benchmark/evaluate.py /data/runs/lbf-hard__dvdn_gt__3__1796385054/checkpoint.pt --episodes 200 --lbf-food
 
 A model file (--save-model) gives the script and env by its run folder's name ({env}__{exp_name}__{seed}__{unix_time})
 and the network sizes by its parameters; a checkpoint (--checkpoint-frequency) holds its networks itself. The env is
@@ -12,6 +13,7 @@ first evaluation of a run whose only evaluation is its last step is reproduced e
 import pickle
 import sys
 import types
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,7 +25,7 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmark.records import RUN_FOLDER, load_script  # noqa: E402
-from envs import make_env  # noqa: E402
+from envs import env_family, make_env  # noqa: E402
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Args:
     """seed of the evaluation env and its epsilon draws; default: the run's seed + 100000, as in training"""
     video: Optional[str] = None
     """if given, film the first episode to this GIF file"""
+    lbf_food: bool = False
+    """LBF only: also count the food eaten by food level, and the episodes a team ends standing still"""
 
 
 def unpickle_checkpoint(path: Path, script):
@@ -74,20 +78,63 @@ def load_agents(model: Path):
     return script, env_name, seed, networks if isinstance(saved, list) else networks[0]
 
 
-def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Optional[str] = None):
-    """Team returns of `episodes` episodes, acting as the scripts' evaluation does; `video`: film the first to this GIF."""
+class FoodTally:
+    """LBF: per episode, the food present at the start and the food eaten (each a Counter of food levels), and whether
+    the team ended standing still (food left, and no agent moved in the last `still` steps)."""
+
+    def __init__(self, still: int = 20):
+        self.still, self.episodes = still, []
+
+    def start(self, env):
+        self.lbf = env
+        while not hasattr(self.lbf, "field"):  # make_env's wrappers around lbforaging's ForagingEnv
+            self.lbf = self.lbf.env
+        self.food, self.positions = self.food_now(), [self.positions_now()]
+        self.episodes.append({"spawned": Counter(self.food.values()), "eaten": Counter(), "stood_still": False})
+
+    def step(self, done: bool):
+        food, episode = self.food_now(), self.episodes[-1]
+        episode["eaten"].update(level for cell, level in self.food.items() if cell not in food)
+        self.food = food
+        self.positions.append(self.positions_now())
+        if done:
+            episode["stood_still"] = bool(food) and len(set(self.positions[-self.still - 1 :])) == 1
+
+    def food_now(self):
+        return {tuple(cell): int(self.lbf.field[tuple(cell)]) for cell in np.argwhere(self.lbf.field > 0)}
+
+    def positions_now(self):
+        return tuple(tuple(player.position) for player in self.lbf.players)
+
+    def summary(self) -> str:
+        spawned = sum((e["spawned"] for e in self.episodes), Counter())
+        eaten = sum((e["eaten"] for e in self.episodes), Counter())
+        levels = ", ".join(f"{lvl}: {eaten[lvl]}/{n} ({eaten[lvl] / n:.0%})" for lvl, n in sorted(spawned.items()))
+        cleared = sum(e["eaten"] == e["spawned"] for e in self.episodes)
+        still = sum(e["stood_still"] for e in self.episodes)
+        return (f"food eaten by food level: {levels}; grid cleared in {cleared} of {len(self.episodes)} episodes; "
+                f"{still} episodes end with food left and no agent moving in the last {self.still} steps")  # fmt: skip
+
+
+def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Optional[str] = None, tally=None):
+    """Team returns of `episodes` episodes, acting as the scripts' evaluation does; `video`: film the first to this GIF;
+    `tally` (a FoodTally): watch every step."""
     returns = []
     for _ in range(episodes):
         if video and not returns:
             env.film(video)
         obs, _ = env.reset()
         hidden, done = None, False
+        if tally:
+            tally.start(env)
         while not done:
             q, hidden = script.q_step(agents, obs, hidden, "cpu")
             explore = rng.random(env.n_agents) < epsilon
             random_actions = rng.integers(env.n_actions, size=env.n_agents)
             obs, _, terminated, truncated, info = env.step(np.where(explore, random_actions, q.argmax(-1).numpy()))
             done = terminated or truncated
+            if tally:
+                tally.step(done)
         returns.append(info["episode"]["r"])
     return np.array(returns)
 
@@ -95,12 +142,17 @@ def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Opt
 if __name__ == "__main__":
     args = tyro.cli(Args)
     script, env_name, seed, agents = load_agents(Path(args.model))
+    if args.lbf_food and env_family(env_name) != "lbf":
+        raise SystemExit(f"error: --lbf-food counts LBF's food; this model's env is {env_name}")
+    tally = FoodTally() if args.lbf_food else None
     env_seed = seed + 100_000 if args.env_seed is None else args.env_seed
     env, rng = make_env(env_name, env_seed), np.random.default_rng(env_seed)
-    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video)
+    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video, tally)
     means = returns[np.random.default_rng(0).integers(0, len(returns), (20_000, len(returns)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     print(f"{args.model}: {env_name}, epsilon {args.epsilon}, {args.episodes} episodes: "
           f"mean return {returns.mean():.4f} (95% CI {lo:.4f} to {hi:.4f})")  # fmt: skip
     if args.video:
         print(f"first episode filmed to {args.video}")
+    if tally:
+        print(tally.summary())

@@ -459,3 +459,27 @@ def test_evaluate_reproduces_the_end_of_training_return(script, tmp_path):
         assert saved == model or "step 600 of 600" in out
         assert (tmp_path / "first.gif").stat().st_size > 0
         (tmp_path / "first.gif").unlink()
+
+
+def test_lbf_food_tally_agrees_with_the_team_return():
+    """LBF pays a team, for each food eaten, its level over the level sum of the food at the start (normalised rewards),
+    so every episode's return is the tally's eaten level sum over its start level sum. A team that never moves eats
+    nothing and ends standing still."""
+    from benchmark.evaluate import FoodTally, evaluate
+    from benchmark.records import load_script
+    from envs import make_env
+
+    script, env = load_script(str(ROOT / "iql.py")), make_env("lbf-medium", 7)
+    agents = [script.QNetwork(env.obs_size, env.n_actions, 8) for _ in range(env.n_agents)]
+    tally = FoodTally(still=5)
+    returns = evaluate(script, env, agents, 20, 1.0, np.random.default_rng(0), tally=tally)  # epsilon 1: random moves
+    level_sum = [sum(level * n for level, n in counts.items()) for e in tally.episodes for counts in (e["eaten"], e["spawned"])]
+    assert sum(e["eaten"][2] for e in tally.episodes) > 0 and len(tally.episodes) == 20  # food of levels 1 and 2 eaten
+    np.testing.assert_allclose(returns, np.divide(level_sum[::2], level_sum[1::2]), rtol=1e-5)
+    assert not any(e["stood_still"] for e in tally.episodes)  # random agents rarely keep still for 5 steps
+    for agent in agents:  # action 0 (none) always greedy: nobody moves
+        agent.fc2.bias.data[0] = 1e3
+    tally = FoodTally(still=5)
+    returns = evaluate(script, env, agents, 3, 0.0, np.random.default_rng(0), tally=tally)
+    assert not returns.any() and all(e["stood_still"] and not e["eaten"] for e in tally.episodes)
+    assert "grid cleared in 0 of 3 episodes; 3 episodes end with food left" in tally.summary()
