@@ -89,16 +89,17 @@ class FoodTally:
         self.lbf = env
         while not hasattr(self.lbf, "field"):  # make_env's wrappers around lbforaging's ForagingEnv
             self.lbf = self.lbf.env
-        self.food, self.positions = self.food_now(), [self.positions_now()]
+        self.food, self.positions, self.unmoved = self.food_now(), self.positions_now(), 0
         self.episodes.append({"spawned": Counter(self.food.values()), "eaten": Counter(), "stood_still": False})
 
     def step(self, done: bool):
         food, episode = self.food_now(), self.episodes[-1]
         episode["eaten"].update(level for cell, level in self.food.items() if cell not in food)
-        self.food = food
-        self.positions.append(self.positions_now())
+        positions = self.positions_now()
+        self.unmoved = self.unmoved + 1 if positions == self.positions else 0  # steps since an agent last moved
+        self.food, self.positions = food, positions
         if done:
-            episode["stood_still"] = bool(food) and len(set(self.positions[-self.still - 1 :])) == 1
+            episode["stood_still"] = bool(food) and self.unmoved >= self.still
 
     def food_now(self):
         return {tuple(cell): int(self.lbf.field[tuple(cell)]) for cell in np.argwhere(self.lbf.field > 0)}

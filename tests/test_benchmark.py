@@ -473,9 +473,12 @@ def test_lbf_food_tally_agrees_with_the_team_return():
     agents = [script.QNetwork(env.obs_size, env.n_actions, 8) for _ in range(env.n_agents)]
     tally = FoodTally(still=5)
     returns = evaluate(script, env, agents, 20, 1.0, np.random.default_rng(0), tally=tally)  # epsilon 1: random moves
-    level_sum = [sum(level * n for level, n in counts.items()) for e in tally.episodes for counts in (e["eaten"], e["spawned"])]
+    def level_sum(counts):
+        return sum(level * n for level, n in counts.items())
+
     assert sum(e["eaten"][2] for e in tally.episodes) > 0 and len(tally.episodes) == 20  # food of levels 1 and 2 eaten
-    np.testing.assert_allclose(returns, np.divide(level_sum[::2], level_sum[1::2]), rtol=1e-5)
+    eaten_share = [level_sum(e["eaten"]) / level_sum(e["spawned"]) for e in tally.episodes]
+    np.testing.assert_allclose(returns, eaten_share, rtol=1e-5)
     assert not any(e["stood_still"] for e in tally.episodes)  # random agents rarely keep still for 5 steps
     for agent in agents:  # action 0 (none) always greedy: nobody moves
         agent.fc2.bias.data[0] = 1e3
