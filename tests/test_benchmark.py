@@ -136,25 +136,33 @@ def test_ordering_table_states_the_claim_per_task():
     table = ordering_table("LBF", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"},
                            ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()  # fmt: skip
     assert table[2] == ("| task | IQL < DVDN (GT) < VDN (PS)? | CIs that overlap | gap IQL to VDN (PS) | "
-                        "gap closed by DVDN (GT) | paper's gap closed |")
+                        "gap closed by DVDN (GT) | paper's gap closed | DVDN (GT) against VDN (PS): ours, paper's |")
     easy, hard = table[4].split(" | "), table[5].split(" | ")
     assert easy[:3] == ["| Easy", "yes", "DVDN (GT) / VDN (PS)"]  # [0.5, 0.6] and [0.55, 0.9] overlap
     assert easy[3] == "0.48 (0.25 to 0.70)"  # 0.725 - 0.25; at the CI's ends the resamples' extremes, 0.55 - 0.3, 0.9 - 0.2
-    assert easy[4].startswith(f"{(0.55 - 0.25) / (0.725 - 0.25):.2f} (") and easy[5] == f"{0.08 / 0.13:.2f} |"
+    assert easy[4].startswith(f"{(0.55 - 0.25) / (0.725 - 0.25):.2f} (") and easy[5] == f"{0.08 / 0.13:.2f}"
     assert hard[:5] == ["| Hard", "no", "none", "0.10 (0.10 to 0.10)", f"{(0.3 - 0.4) / (0.5 - 0.4):.2f} (-1.00 to -1.00)"]
+    # DVDN (GT) against VDN (PS): level where the CIs overlap; the paper's (0.89 +- 0.02, 0.94 +- 0.01) on easy lie apart,
+    # its hard ones (0.52 -0.01 +0.02, 0.56 -0.02 +0.02) touch at 0.54
+    assert (easy[6], hard[6]) == ("level, below |", "below, level |")
     assert len(table) == 6  # Medium has no runs: no row
     runs.update({("lbf-medium", "iql"): flat(0.4, 0.4), ("lbf-medium", "dvdn_gt"): flat(0.4, 0.4),
                  ("lbf-medium", "vdn_ps"): flat(0.5, 0.5)})  # fmt: skip
     results = {key: best_point(curves, 500) for key, curves in runs.items()}
     tie = ordering_table("LBF", {"lbf-medium": "Medium"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
     assert tie.splitlines()[4].split(" | ")[:3] == ["| Medium", "no", "IQL / DVDN (GT)"]  # a tie is not an ordering
+    # MARBLER's claim on PCP is DVDN above VDN (133.02 against 125.10, CIs apart); an -exact preset is its task
+    pcp = {("marbler-pcp-exact", e): flat(*levels) for e, levels in [("iql", (10, 11)), ("dvdn", (30, 32)), ("vdn", (20, 21))]}
+    pcp_results = {key: best_point(curves, 500) for key, curves in pcp.items()}
+    row = ordering_table("MARBLER", {"marbler-pcp-exact": "PCP"}, ["iql", "dvdn", "vdn"], pcp, pcp_results, 500, 0)
+    assert row.splitlines()[4].split(" | ")[6] == "above, above |"
     runs[("lbf-easy", "iql_ps")] = flat(0.45, 0.45)
     results = {key: best_point(curves, 500) for key, curves in runs.items()}
     table = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql_ps", "dvdn_gt", "vdn_ps"], runs, results, 500, 0).splitlines()
     assert table[2].startswith("| task | IQL (PS) < DVDN (GT) < VDN (PS)? |")
     row = table[4].split(" | ")
     assert row[1:3] == ["yes", "DVDN (GT) / VDN (PS)"] and row[4].startswith(f"{(0.55 - 0.45) / (0.725 - 0.45):.2f} (")
-    assert row[5] == f"{0.08 / 0.13:.2f} |"  # the paper's closure, from its IQL: it does not say which IQL it ran
+    assert row[5] == f"{0.08 / 0.13:.2f}"  # the paper's closure, from its IQL: it does not say which IQL it ran
     # a lower bound level with VDN (PS): the gap's CI reaches 0, so its share is no number, however the means fall
     runs[("lbf-easy", "iql_ps")] = flat(0.5, 0.9)
     results = {key: best_point(curves, 500) for key, curves in runs.items()}
@@ -166,7 +174,7 @@ def test_ordering_table_states_the_claim_per_task():
     results = {key: best_point(curves, 500) for key, curves in runs.items()}
     row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
     row = row.splitlines()[4].split(" | ")
-    assert row[2] == "not judged: one seed for DVDN (GT)"
+    assert row[2] == "not judged: one seed for DVDN (GT)" and row[6] == "not judged, below |"
     # the gap's ends have two seeds each, so its CI stands; the share's bootstrap would leave DVDN (GT)'s spread out
     assert row[3:5] == ["0.48 (0.25 to 0.70)", f"{(0.6 - 0.25) / (0.725 - 0.25):.2f} (no CI)"]
     row = ordering_table("LBF", {"lbf-easy": "Easy"}, ["iql_ps", "dvdn_gt", "vdn_ps"], runs, results, 500, 0)
