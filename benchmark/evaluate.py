@@ -3,6 +3,7 @@
     python benchmark/evaluate.py runs/lbf-easy__vdn_ps__1__1764070000/vdn_ps.pt --episodes 500 --epsilon 0.05
     python benchmark/evaluate.py /data/runs/lbf-easy__iql_ps__2__1764070000/checkpoint.pt --video team.gif
     python benchmark/evaluate.py /data/runs/lbf-hard__dvdn_gt__3__1796385054/checkpoint.pt --episodes 200 --lbf-food
+    python benchmark/evaluate.py /data/runs/marbler-pcp-exact__dvdn__1__1796400900/checkpoint.pt --episodes 100 --ends
 
 A model file (--save-model) gives the script and env by its run folder's name ({env}__{exp_name}__{seed}__{unix_time})
 and the network sizes by its parameters; a checkpoint (--checkpoint-frequency) holds its networks itself. The env is
@@ -42,6 +43,9 @@ class Args:
     """if given, film the first episode to this GIF file"""
     lbf_food: bool = False
     """LBF only: also count the food eaten by food level, and the episodes a team ends standing still"""
+    ends: bool = False
+    """also count how the episodes end (task done, time-out, MARBLER's violations by kind), their mean length, and
+    what MARBLER's PCP and Material Transport leave at the end (prey not captured, material not delivered)"""
 
 
 def unpickle_checkpoint(path: Path, script):
@@ -92,8 +96,8 @@ class FoodTally:
         self.food, self.positions, self.unmoved = self.food_now(), self.positions_now(), 0
         self.episodes.append({"spawned": Counter(self.food.values()), "eaten": Counter(), "stood_still": False})
 
-    def step(self, done: bool):
-        food, episode = self.food_now(), self.episodes[-1]
+    def step(self, terminated: bool, truncated: bool, info: dict):
+        done, food, episode = terminated or truncated, self.food_now(), self.episodes[-1]
         episode["eaten"].update(level for cell, level in self.food.items() if cell not in food)
         positions = self.positions_now()
         self.unmoved = self.unmoved + 1 if positions == self.positions else 0  # steps since an agent last moved
@@ -117,16 +121,46 @@ class FoodTally:
                 f"{still} episodes end with food left and no agent moving in the last {self.still} steps")  # fmt: skip
 
 
-def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Optional[str] = None, tally=None):
+class EndTally:
+    """Any env: per episode, its length and how it ended: "done" (the task is finished), "time-out", or a MARBLER
+    violation ("boundary", "collision" or "collision_boundary": both in one tick), read from the last step's
+    `terminated`, `truncated` and `info["message"]`; and what MARBLER's PCP and Material Transport report as left
+    (`info["remaining"]`: prey not captured, material not delivered; they report it on every end but a violation)."""
+
+    def __init__(self):
+        self.episodes = []
+
+    def start(self, env):
+        pass
+
+    def step(self, terminated: bool, truncated: bool, info: dict):
+        if terminated or truncated:
+            end = info.get("message") or ("done" if terminated else "time-out")
+            self.episodes.append({"end": end, "length": info["episode"]["l"], "remaining": info.get("remaining")})
+
+    def summary(self) -> str:
+        ends = Counter(e["end"] for e in self.episodes)
+        text = ", ".join(f"{end} {n}" for end, n in ends.most_common())
+        lengths = [e["length"] for e in self.episodes]
+        text = f"episodes end by: {text} (of {len(self.episodes)}); mean length {np.mean(lengths):.1f}"
+        remaining = Counter(e["remaining"] for e in self.episodes if e["remaining"] is not None)
+        if remaining:
+            mean = sum(left * n for left, n in remaining.items()) / remaining.total()
+            counts = ", ".join(f"{left} in {remaining[left]}" for left in sorted(remaining))
+            text += f"; left at the end of the {remaining.total()} without a violation: mean {mean:.2f} ({counts})"
+        return text
+
+
+def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Optional[str] = None, tallies=()):
     """Team returns of `episodes` episodes, acting as the scripts' evaluation does; `video`: film the first to this GIF;
-    `tally` (a FoodTally): watch every step."""
+    `tallies` (FoodTally, EndTally): each watches every step."""
     returns = []
     for _ in range(episodes):
         if video and not returns:
             env.film(video)
         obs, _ = env.reset()
         hidden, done = None, False
-        if tally:
+        for tally in tallies:
             tally.start(env)
         while not done:
             q, hidden = script.q_step(agents, obs, hidden, "cpu")
@@ -134,8 +168,8 @@ def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Opt
             random_actions = rng.integers(env.n_actions, size=env.n_agents)
             obs, _, terminated, truncated, info = env.step(np.where(explore, random_actions, q.argmax(-1).numpy()))
             done = terminated or truncated
-            if tally:
-                tally.step(done)
+            for tally in tallies:
+                tally.step(terminated, truncated, info)
         returns.append(info["episode"]["r"])
     return np.array(returns)
 
@@ -145,15 +179,15 @@ if __name__ == "__main__":
     script, env_name, seed, agents = load_agents(Path(args.model))
     if args.lbf_food and env_family(env_name) != "lbf":
         raise SystemExit(f"error: --lbf-food counts LBF's food; this model's env is {env_name}")
-    tally = FoodTally() if args.lbf_food else None
+    tallies = ([FoodTally()] if args.lbf_food else []) + ([EndTally()] if args.ends else [])
     env_seed = seed + 100_000 if args.env_seed is None else args.env_seed
     env, rng = make_env(env_name, env_seed), np.random.default_rng(env_seed)
-    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video, tally)
+    returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video, tallies)
     means = returns[np.random.default_rng(0).integers(0, len(returns), (20_000, len(returns)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     print(f"{args.model}: {env_name}, epsilon {args.epsilon}, {args.episodes} episodes: "
           f"mean return {returns.mean():.4f} (95% CI {lo:.4f} to {hi:.4f})")  # fmt: skip
     if args.video:
         print(f"first episode filmed to {args.video}")
-    if tally:
+    for tally in tallies:
         print(tally.summary())

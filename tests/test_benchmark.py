@@ -480,7 +480,7 @@ def test_lbf_food_tally_agrees_with_the_team_return():
     script, env = load_script(str(ROOT / "iql.py")), make_env("lbf-medium", 7)
     agents = [script.QNetwork(env.obs_size, env.n_actions, 8) for _ in range(env.n_agents)]
     tally = FoodTally(still=5)
-    returns = evaluate(script, env, agents, 20, 1.0, np.random.default_rng(0), tally=tally)  # epsilon 1: random moves
+    returns = evaluate(script, env, agents, 20, 1.0, np.random.default_rng(0), tallies=[tally])  # epsilon 1: random moves
     def level_sum(counts):
         return sum(level * n for level, n in counts.items())
 
@@ -491,6 +491,31 @@ def test_lbf_food_tally_agrees_with_the_team_return():
     for agent in agents:  # action 0 (none) always greedy: nobody moves
         agent.fc2.bias.data[0] = 1e3
     tally = FoodTally(still=5)
-    returns = evaluate(script, env, agents, 3, 0.0, np.random.default_rng(0), tally=tally)
+    returns = evaluate(script, env, agents, 3, 0.0, np.random.default_rng(0), tallies=[tally])
     assert not returns.any() and all(e["stood_still"] and not e["eaten"] for e in tally.episodes)
     assert "grid cleared in 0 of 3 episodes; 3 episodes end with food left" in tally.summary()
+
+
+def test_end_tally_agrees_with_the_pcp_return():
+    """PCP pays each agent +1 per prey sensed, +5 per prey captured and -0.05 a step, and -5 instead on a violation step,
+    which ends the episode. So on every episode without a violation, sensed = return / 4 + 0.05 * length - 5 * captured,
+    with captured = 6 - the prey the tally finds left, is a whole number between captured and 6."""
+    from benchmark.evaluate import EndTally, evaluate
+    from benchmark.records import load_script
+    from envs import make_env
+
+    script, env = load_script(str(ROOT / "iql.py")), make_env("marbler-pcp-exact", 3)
+    agents = [script.QNetwork(env.obs_size, env.n_actions, 8) for _ in range(env.n_agents)]
+    tally = EndTally()
+    returns = evaluate(script, env, agents, 15, 1.0, np.random.default_rng(0), tallies=[tally])  # random actions
+    ends = [e["end"] for e in tally.episodes]
+    assert len(ends) == 15 and "time-out" in ends and {"boundary", "collision"} & set(ends)  # both kinds of end occur
+    for ret, episode in zip(returns, tally.episodes):
+        violation = episode["end"] in ("boundary", "collision", "collision_boundary")
+        assert violation == (episode["remaining"] is None)  # PCP reports the prey left on every end but a violation
+        assert (episode["length"] == env.episode_limit) == (episode["end"] == "time-out")
+        if not violation:
+            captured = 6 - episode["remaining"]
+            sensed = ret / 4 + 0.05 * episode["length"] - 5 * captured
+            assert abs(sensed - round(sensed)) < 1e-6 and captured <= round(sensed) <= 6, (ret, episode)
+    assert f"(of 15); mean length {np.mean([e['length'] for e in tally.episodes]):.1f}" in tally.summary()
