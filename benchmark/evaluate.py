@@ -143,11 +143,11 @@ class EndTally:
         text = ", ".join(f"{end} {n}" for end, n in ends.most_common())
         lengths = [e["length"] for e in self.episodes]
         text = f"episodes end by: {text} (of {len(self.episodes)}); mean length {np.mean(lengths):.1f}"
-        remaining = Counter(e["remaining"] for e in self.episodes if e["remaining"] is not None)
+        remaining = [e["remaining"] for e in self.episodes if e["remaining"] is not None]
         if remaining:
-            mean = sum(left * n for left, n in remaining.items()) / remaining.total()
-            counts = ", ".join(f"{left} in {remaining[left]}" for left in sorted(remaining))
-            text += f"; left at the end of the {remaining.total()} without a violation: mean {mean:.2f} ({counts})"
+            counts = ", ".join(f"{left} in {n}" for left, n in sorted(Counter(remaining).items()))
+            text += f"; left at the end of the {len(remaining)} without a violation: mean {np.mean(remaining):.2f}"
+            text += f" ({counts})"
         return text
 
 

@@ -166,6 +166,13 @@ def paper_reference(env, exp_name):
     return paper(env, exp_name), "paper"
 
 
+def paper_interval(env, exp_name):
+    """Table 1's cell as {"mean", "lo", "hi"}, or None; the bounds are rounded to the paper's printed precision's scale
+    so that CIs printed as touching (0.52 + 0.02 and 0.56 - 0.02) touch in floating point too."""
+    cell = paper(env, exp_name)
+    return None if cell is None else {"mean": cell[0], "lo": round(cell[0] + cell[1], 6), "hi": round(cell[0] + cell[2], 6)}
+
+
 def resampled_best(values, n_resamples, rng):
     """Bootstrap replicates of best_point's mean from its (n_seeds, n_steps) values: seeds resampled with replacement,
     then the best step of their mean."""
@@ -242,9 +249,8 @@ def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
         else:
             cells.append("n/a")
         ours = "not judged" if min(best[mid]["n_seeds"], best[high]["n_seeds"]) < 2 else relation(best[mid], best[high])
-        theirs = [paper(env, e) for e in (mid, high)]  # (mean, CI low offset, CI high offset)
-        theirs = relation(*({"mean": m, "lo": round(m + lo, 6), "hi": round(m + hi, 6)} for m, lo, hi in theirs)) if all(theirs) else "n/a"
-        cells.append(f"{ours}, {theirs}")
+        theirs = [paper_interval(env, e) for e in (mid, high)]
+        cells.append(f"{ours}, {relation(*theirs) if all(theirs) else 'n/a'}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 4 else ""
 
