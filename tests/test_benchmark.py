@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, started_by, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
-from benchmark.report import gap_closure, ordering_table  # noqa: E402
+from benchmark.report import gap_closure, ordering_table, paper_lines  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -39,11 +39,13 @@ for step in range(0, args.total_timesteps + 1, 50):
     writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=[value])))
 writer.close()
 """
+# seconds: a guard against a hung subprocess, not a speed test; generous, so that a machine busy training still passes
+TIMEOUT = 900
 
 
 def sweep(*args, cwd):
     cmd = [sys.executable, str(ROOT / "benchmark" / "sweep.py"), *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def test_bootstrap_equal_seeds_zero_width():
@@ -106,6 +108,16 @@ def test_make_table_layout():
     assert iql_ps[4:] == ["| Easy | not run; paper's IQL 0.81 (-0.02, 0.02) |", "| PCP | not run |"]  # the paper's IQL
     marbler = make_table("MARBLER", {"marbler-pcp-exact": "PCP"}, ["vdn"], {}).splitlines()
     assert marbler[4] == "| PCP | not run; paper 125.10 (-2.57, 3.09) |"  # an -exact preset is its MARBLER task
+
+
+def test_curves_mark_the_papers_level_of_each_plotted_algorithm():
+    lbf = paper_lines("lbf-easy", ["dvdn_gt", "iql", "iql_ps", "vdn_ps"])
+    assert [(value, exp_name) for _, value, exp_name in lbf] == [(0.89, "dvdn_gt"), (0.81, "iql"), (0.94, "vdn_ps")]
+    assert lbf[1][0] == "paper's IQL: 0.81"  # once, though both readings of IQL are plotted, in IQL's colour
+    assert paper_lines("lbf-easy", ["iql_ps", "iql"]) == [("paper's IQL: 0.81", 0.81, "iql")]
+    assert paper_lines("lbf-hard", ["iql_ps"]) == [("paper's IQL: 0.43", 0.43, "iql_ps")]  # in IQL (PS)'s colour
+    assert paper_lines("marbler-pcp-exact", ["vdn"]) == [("paper's VDN: 125.10", 125.10, "vdn")]
+    assert paper_lines("mpe-tag", ["vdn_ps"]) == [] and paper_lines("marbler-pcp-exact", ["iql_ps"]) == []
 
 
 def test_gap_closure_and_its_bootstrap():
@@ -213,7 +225,7 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| Easy | 2.50 (-0.50, 0.50) n=2; paper 0.81 (-0.02, 0.02) | 2.50 (-0.50, 0.50) n=2; paper 0.89" in text
     assert "| Arctic | not run; paper -43.51 (-1.64, 1.65) |" in text
@@ -233,15 +245,15 @@ def test_report_rewrites_only_the_readme_block_between_its_markers(tmp_path):
     readme.write_text(f"{before}<!-- report.py: begin -->\nstale table\n<!-- report.py: end -->{after}")
     report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep",
               "--n-resamples", "200", "--readme", "README.md"]  # fmt: skip
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
     text = readme.read_text()
     assert text.startswith(before + "<!-- report.py: begin -->\n") and text.endswith("<!-- report.py: end -->" + after)
     assert "stale table" not in text and "| Hard | not run; paper 0.43 (-0.01, 0.02) | not run; paper 0.52" in text
     assert "| 0.30 (no CI) n=1; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
     assert readme.read_text() == text  # a second run changes nothing
     readme.write_text("no markers here\n")
-    out = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode != 0 and out.stderr.strip().splitlines()[-1].startswith("error: README.md needs one line <!--")
     assert readme.read_text() == "no markers here\n"
 
@@ -252,7 +264,7 @@ def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
     write_record(fake_record("vdn", "marbler-pcp-exact", 1, [(0, -5.0), (100, 12.0)], total_timesteps=5000000), results)
     write_record(fake_record("vdn", "marbler-pcp-exact", 2, [(0, -5.0), (100, 30.0)]), results)  # 2M: not Table 1's
     report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 (no CI) n=1" in text
     assert "| marbler-pcp-exact | VDN | 1 | 30.00 (no CI) (100) | 30.00 (100) | --total-timesteps 2000000" in text
@@ -276,7 +288,7 @@ def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
     assert record["started_by"] == [record["commit"]] == [git_commit(ROOT)]  # started once, ended on the same code
     assert record["starts"] == 1 and 0 < record["train_seconds"] < out_seconds + 1, (record["train_seconds"], out_seconds)
     rewrite = [sys.executable, str(ROOT / "benchmark" / "records.py"), "--runs", "sw", "--results", "again", "--commit", "c"]
-    subprocess.run(rewrite, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    subprocess.run(rewrite, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
     (again,) = read_records(tmp_path / "again")  # records.py finds the commits in the sweep's log too
     assert again["commit"] == "c" and again["started_by"] == record["started_by"] and again["eval"] == record["eval"]
     (run_dir,) = (tmp_path / "sw" / "lbf-hard__iql__7" / "runs").iterdir()
@@ -420,7 +432,7 @@ def test_a_real_slurm_runs_the_job_array(tmp_path):
     assert records == ["dvdn_gt1", "dvdn_gt2", "vdn1", "vdn2"]
     assert len(list((tmp_path / "sw").glob("slurm-*_*.out"))) == 4
     report = subprocess.run([sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", str(tmp_path / "results"),
-                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)  # fmt: skip
+                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
     assert "found 4 runs" in report.stdout, report.stdout + report.stderr
 
 
@@ -456,13 +468,13 @@ def test_evaluate_reproduces_the_end_of_training_return(script, tmp_path):
              "--buffer-size", "10", "--eval-frequency", "600", "--eval-episodes", "5", "--eval-epsilon", "0.3", "--save-model",
              "--checkpoint-frequency", "300"]  # fmt: skip
     out = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=tmp_path, check=True, capture_output=True,
-                         text=True, timeout=300).stdout  # fmt: skip
+                         text=True, timeout=TIMEOUT).stdout  # fmt: skip
     trained = out.split("global_step=600, eval_episodic_return=")[1].split()[0]
     (model,) = (tmp_path / "runs").glob(f"*/{script[:-3]}.pt")
     for saved in [model, model.parent / "checkpoint.pt"]:
         evaluate = [sys.executable, str(ROOT / "benchmark" / "evaluate.py"), str(saved), "--episodes", "5", "--epsilon", "0.3",
                     "--video", str(tmp_path / "first.gif")]  # fmt: skip
-        out = subprocess.run(evaluate, check=True, capture_output=True, text=True, timeout=300).stdout
+        out = subprocess.run(evaluate, check=True, capture_output=True, text=True, timeout=TIMEOUT).stdout
         assert f"mean return {trained} " in out, (saved, trained, out)
         assert saved == model or "step 600 of 600" in out
         assert (tmp_path / "first.gif").stat().st_size > 0
