@@ -303,13 +303,14 @@ def write_readme_block(path, sections):
 def paper_lines(env, exp_names):
     """The paper's Table-1 levels drawn on a task's curves, [(label, value, exp_name whose colour it takes)]: one per
     algorithm with a Table-1 cell, and the paper's IQL once, even when both readings of it (IQL, IQL (PS)) are plotted."""
-    lines = {}
+    lines = []
     for exp_name in exp_names:
         cell, label = paper_reference(env, exp_name)
-        if cell is not None and (label != "paper's IQL" or "iql" not in exp_names):
-            name = COLUMNS["iql"] if label == "paper's IQL" else COLUMNS[exp_name]
-            lines.setdefault(name, (f"paper's {name}: {cell[0]:.2f}", cell[0], exp_name))
-    return list(lines.values())
+        if cell is None or (label == "paper's IQL" and "iql" in exp_names):
+            continue  # no Table-1 cell, or the paper's IQL is drawn in IQL's colour
+        name = COLUMNS["iql"] if label == "paper's IQL" else COLUMNS[exp_name]
+        lines.append((f"paper's {name}: {cell[0]:.2f}", cell[0], exp_name))
+    return lines
 
 
 def plot_task(env, runs, path, n_resamples, seed):
@@ -321,16 +322,17 @@ def plot_task(env, runs, path, n_resamples, seed):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    exp_names = sorted(e for t, e in runs if t == env)
+    exp_names, colours = sorted(e for t, e in runs if t == env), {}
     for exp_name in exp_names:
         steps, values = common_steps(runs[env, exp_name])
         band = np.array([bootstrap_ci(v, n_resamples, seed) for v in values.T]).reshape(-1, 2)
         color = f"C{list(COLUMNS).index(exp_name)}" if exp_name in COLUMNS else None  # one colour per algorithm, every plot
         label = f"{COLUMNS.get(exp_name, exp_name)} (n={len(values)})"
         line = ax.plot(steps, values.mean(axis=0), color=color, label=label)[0]
-        ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
+        colours[exp_name] = line.get_color()
+        ax.fill_between(steps, band[:, 0], band[:, 1], color=colours[exp_name], alpha=0.2)
     for label, value, exp_name in paper_lines(env, exp_names):
-        ax.axhline(value, color=f"C{list(COLUMNS).index(exp_name)}", linestyle=":", linewidth=1.2, label=label)
+        ax.axhline(value, color=colours[exp_name], linestyle=":", linewidth=1.2, label=label)
     for (label, value), style in zip(REFERENCES.get(env, []), ["--", "-."]):
         ax.axhline(value, color="gray", linestyle=style, label=label)
     ax.set(title=env, xlabel="environment steps", ylabel="greedy evaluation return")
