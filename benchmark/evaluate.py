@@ -45,7 +45,8 @@ class Args:
     """LBF only: also count the food eaten by food level, and the episodes a team ends standing still"""
     ends: bool = False
     """also count how the episodes end (task done, time-out, MARBLER's violations by kind), their mean length, and
-    what MARBLER's PCP and Material Transport leave at the end (prey not captured, material not delivered)"""
+    what MARBLER's PCP and Material Transport leave at the end (prey not captured, material not delivered), or what
+    each Warehouse robot picks up and delivers"""
 
 
 def unpickle_checkpoint(path: Path, script):
@@ -124,19 +125,35 @@ class FoodTally:
 class EndTally:
     """Any env: per episode, its length and how it ended: "done" (the task is finished), "time-out", or a MARBLER
     violation ("boundary", "collision" or "collision_boundary": both in one tick), read from the last step's
-    `terminated`, `truncated` and `info["message"]`; and what MARBLER's PCP and Material Transport report as left
-    (`info["remaining"]`: prey not captured, material not delivered; they report it on every end but a violation)."""
+    `terminated`, `truncated` and `info["message"]`; what MARBLER's PCP and Material Transport report as left
+    (`info["remaining"]`: prey not captured, material not delivered; they report it on every end but a violation); and
+    on Warehouse each robot's pick-ups and deliveries, read from the task's `loaded` flags (a violation step changes
+    none)."""
 
     def __init__(self):
         self.episodes = []
 
     def start(self, env):
-        pass
+        inner = env
+        while hasattr(inner, "env"):  # make_env's wrapper around MarblerEnv
+            inner = inner.env
+        task = getattr(inner, "task", None)
+        self.warehouse = task if type(task).__name__ == "Warehouse" else None
+        if self.warehouse is not None:
+            self.loaded = self.warehouse.loaded.copy()
+            self.pickups, self.deliveries = np.zeros(len(self.loaded), int), np.zeros(len(self.loaded), int)
 
     def step(self, terminated: bool, truncated: bool, info: dict):
+        if self.warehouse is not None:
+            loaded = self.warehouse.loaded.copy()
+            self.pickups += loaded & ~self.loaded
+            self.deliveries += self.loaded & ~loaded
+            self.loaded = loaded
         if terminated or truncated:
             end = info.get("message") or ("done" if terminated else "time-out")
             self.episodes.append({"end": end, "length": info["episode"]["l"], "remaining": info.get("remaining")})
+            if self.warehouse is not None:
+                self.episodes[-1].update(pickups=self.pickups.copy(), deliveries=self.deliveries.copy())
 
     def summary(self) -> str:
         ends = Counter(e["end"] for e in self.episodes)
@@ -148,6 +165,14 @@ class EndTally:
             counts = ", ".join(f"{left} in {n}" for left, n in sorted(Counter(remaining).items()))
             text += f"; left at the end of the {len(remaining)} without a violation: mean {np.mean(remaining):.2f}"
             text += f" ({counts})"
+        if self.episodes and "deliveries" in self.episodes[0]:
+            pickups = np.mean([e["pickups"] for e in self.episodes], axis=0)
+            deliveries = np.mean([e["deliveries"] for e in self.episodes], axis=0)
+            by_team = "; ".join(f"{team} ({', '.join(map(str, range(first, len(deliveries), 2)))}): "
+                                + ", ".join(f"{d:.2f}" for d in deliveries[first::2])
+                                for team, first in (("Green", 0), ("Red", 1)))  # fmt: skip
+            text += (f"; per episode, pick-ups {pickups.sum():.2f} and deliveries {deliveries.sum():.2f}, "
+                     f"deliveries by robot: {by_team}")  # fmt: skip
         return text
 
 
