@@ -199,6 +199,12 @@ def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Opt
     return np.array(returns)
 
 
+def mean_ci(returns):
+    """Mean of the episode returns and its 95% bootstrap interval (20,000 resamples, seed 0)."""
+    means = returns[np.random.default_rng(0).integers(0, len(returns), (20_000, len(returns)))].mean(1)
+    return (returns.mean(), *np.percentile(means, [2.5, 97.5]))
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     script, env_name, seed, agents = load_agents(Path(args.model))
@@ -208,10 +214,9 @@ if __name__ == "__main__":
     env_seed = seed + 100_000 if args.env_seed is None else args.env_seed
     env, rng = make_env(env_name, env_seed), np.random.default_rng(env_seed)
     returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video, tallies)
-    means = returns[np.random.default_rng(0).integers(0, len(returns), (20_000, len(returns)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    mean, lo, hi = mean_ci(returns)
     print(f"{args.model}: {env_name}, epsilon {args.epsilon}, {args.episodes} episodes: "
-          f"mean return {returns.mean():.4f} (95% CI {lo:.4f} to {hi:.4f})")  # fmt: skip
+          f"mean return {mean:.4f} (95% CI {lo:.4f} to {hi:.4f})")  # fmt: skip
     if args.video:
         print(f"first episode filmed to {args.video}")
     for tally in tallies:

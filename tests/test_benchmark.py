@@ -538,23 +538,12 @@ def test_end_tally_counts_each_warehouse_robots_pickups_and_deliveries():
     which ends the episode. The tally reads the task's load flags, not the rewards, so the return checks it: on every
     episode, return = pick-ups + 3 deliveries, less 30 after a violation. A scripted team (each robot heads for its load
     zone, then its unload zone) with some random moves delivers; random play leaves the arena."""
-    import types
-
-    import torch
-
     from benchmark.evaluate import EndTally, evaluate
+    from benchmark.marbler_heuristics import warehouse_team
     from envs import make_env
 
     env = make_env("marbler-warehouse-exact", 3)
-    sim = env.env  # make_env's wrapper around MarblerEnv: the poses and load flags the scripted team steers by
-
-    def q_step(agents, obs, hidden, device):
-        x, y, loaded, green = sim.poses[0], sim.poses[1], sim.task.loaded, np.arange(6) % 2 == 0
-        dx, dy = np.where(loaded, -1.2, 1.2) - x, np.where(green != loaded, -0.45, 0.45) - y  # Green: load lower right
-        actions = np.where(abs(dx) > abs(dy), np.where(dx < 0, 0, 1), np.where(dy < 0, 2, 3))  # 0 -x, 1 +x, 2 -y, 3 +y
-        return torch.nn.functional.one_hot(torch.as_tensor(actions), 5).float(), hidden
-
-    scripted, tally = types.SimpleNamespace(q_step=q_step), EndTally()
+    scripted, tally = warehouse_team(env), EndTally()
     returns = np.concatenate([evaluate(scripted, env, None, 4, 0.2, np.random.default_rng(0), tallies=[tally]),
                               evaluate(scripted, env, None, 8, 1.0, np.random.default_rng(1), tallies=[tally])])
     violations = [e["end"] in ("boundary", "collision", "collision_boundary") for e in tally.episodes]
