@@ -207,6 +207,8 @@ def mean_ci(returns):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.episodes < 1 or not 0 <= args.epsilon <= 1:
+        raise SystemExit(f"error: --episodes must be at least 1 and --epsilon in [0, 1]; got {args.episodes}, {args.epsilon}")
     script, env_name, seed, agents = load_agents(Path(args.model))
     if args.lbf_food and env_family(env_name) != "lbf":
         raise SystemExit(f"error: --lbf-food counts LBF's food; this model's env is {env_name}")

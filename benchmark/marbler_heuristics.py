@@ -52,6 +52,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if not args.env.startswith("marbler-warehouse"):
         raise SystemExit(f"error: the scripted team plays Warehouse only; --env {args.env} is not a Warehouse preset")
+    if args.episodes < 1:
+        raise SystemExit(f"error: --episodes must be at least 1; got {args.episodes}")
     for policy, epsilon in (("scripted team", 0.0), ("uniform random", 1.0)):
         env, tally = make_env(args.env, args.env_seed), EndTally()
         team = warehouse_team(env)

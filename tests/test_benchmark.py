@@ -412,6 +412,22 @@ def test_sweep_stops_in_one_line_before_any_run_on_bad_input(tmp_path):
     assert sweep("--scripts", "nosuch.py", "--slurm", "job.sh", cwd=tmp_path).returncode == 0
 
 
+def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
+    """No episodes, an epsilon outside [0, 1], a model outside a run folder, a task the scripted team does not play: an
+    error that names the input, before any env is made."""
+    cases = [  # (tool, its arguments, what the error says)
+        ("evaluate.py", ["model.pt", "--episodes", "0"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
+        ("evaluate.py", ["model.pt", "--epsilon", "1.5"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
+        ("evaluate.py", ["model.pt"], "is not inside a run folder named {env}__{exp_name}__{seed}__{unix_time}"),
+        ("marbler_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1; got 0"),
+        ("marbler_heuristics.py", ["--env", "marbler-pcp"], "--env marbler-pcp is not a Warehouse preset"),
+    ]
+    for tool, arguments, message in cases:
+        out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+        assert out.returncode != 0 and "Traceback" not in out.stderr and message in out.stderr, out.stderr
+
+
 def slurm_is_up():
     return shutil.which("sbatch") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
 
