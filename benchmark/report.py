@@ -8,10 +8,12 @@ with the scripts' current defaults (the fingerprint of `Args()`, with the env); 
 listed apart, with the flags that differ from the defaults. For each (task, algorithm): average the return over seeds
 at each evaluation step, take the maximum over steps, and give a 95% bootstrap CI over seeds at that step (the paper's
 metric, specs/dvdn.md §6). Only the evaluation steps that every seed logged are used, so every point averages the same
-seeds. With `--readme`, the Table-1 tables and the ordering tables also replace the README's text between the lines
+seeds. The report also lists every run in Table 1's cells with its own best, its training time and the commits its
+record names. With `--readme`, the Table-1 tables and the ordering tables also replace the README's text between the lines
 `<!-- report.py: begin -->` and `<!-- report.py: end -->`, so the front page never copies a number by hand.
 """
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +82,18 @@ PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offs
 
 
 def load_groups(results, folders):
-    """{(env, exp_name, fingerprint): {seed: (steps, values)}} and each group's flags, from records and run folders."""
+    """{(env, exp_name, fingerprint): {seed: (steps, values)}}, each group's flags, and each group's records
+    {(env, exp_name, fingerprint): {seed: record}}, from records and run folders."""
     records = read_records(results) if results else []
     records += [record for record in (make_record(path, "local") for path in run_dirs(folders)) if record]
-    groups, flags = {}, {}
+    groups, flags, by_seed = {}, {}, {}
     for record in records:
         key = (record["env"], record["exp_name"], record["fingerprint"])
         steps, values = zip(*record["eval"]) if record["eval"] else ((), ())
         groups.setdefault(key, {})[record["seed"]] = (list(steps), list(values))
         flags[key] = record["flags"]
-    return groups, flags
+        by_seed.setdefault(key, {})[record["seed"]] = record
+    return groups, flags, by_seed
 
 
 def default_flags(exp_name, env):
@@ -109,13 +113,18 @@ def table1_flags(exp_name, env):
     return defaults
 
 
+def table1_fingerprint(exp_name, env):
+    """The fingerprint of a Table-1 run of `exp_name` on `env`; None when there is no such script."""
+    defaults = table1_flags(exp_name, env)
+    return None if defaults is None else fingerprint({**defaults, "env": env})
+
+
 def split_by_defaults(groups, flags):
     """Table 1's groups {(env, exp_name): curves}, made with today's defaults at the paper's budget; the rest
     {(env, exp_name, fp): curves}."""
     main, other = {}, {}
     for (env, exp_name, fp), curves in groups.items():
-        defaults = table1_flags(exp_name, env)
-        if defaults is not None and fingerprint({**defaults, "env": env}) == fp:
+        if fp == table1_fingerprint(exp_name, env):
             main[env, exp_name] = curves
         else:
             other[env, exp_name, fp] = curves
@@ -343,6 +352,36 @@ def plot_task(env, runs, path, n_resamples, seed):
     plt.close(fig)
 
 
+def short_commit(commit):
+    """'6d413dd' for a full git hash, a '-dirty' suffix kept; other names ('local') as they are."""
+    sha, dirty, _ = commit.partition("-dirty")
+    return (sha[:7] if re.fullmatch("[0-9a-f]{40}", sha) else sha) + ("-dirty" if dirty else "")
+
+
+def runs_table(runs, records):
+    """One row per seed of Table 1's cells: that seed's own best and last evaluation, and what its record keeps of how it
+    was made (training time and starts, the commits its start and each resume began from, the commit it ended at).
+    Older records lack some of these: 'not recorded'."""
+    lines = ["### The runs in Table 1's cells", "",
+             "| task | algorithm | seed | best (at step) | last (at step) | training time, starts | "
+             "commits: started by; ended at |",
+             "|---" * 7 + "|"]  # fmt: skip
+    order = list(COLUMNS)
+    for env, exp_name in sorted(runs, key=lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order))):
+        seeds = records[env, exp_name, table1_fingerprint(exp_name, env)]
+        for seed, (steps, values) in sorted(runs[env, exp_name].items()):
+            record, curve = seeds[seed], sorted(zip(steps, values))
+            if not curve:
+                continue
+            best, last = max(curve, key=lambda point: point[1]), curve[-1]  # max: the first step wins a tie
+            made = f"{record['train_seconds'] / 3600:.1f} h, {record['starts']}" if "train_seconds" in record else None
+            started = ", ".join(map(short_commit, record.get("started_by", [])))
+            ended = short_commit(record.get("commit", ""))
+            lines.append(f"| {env} | {COLUMNS.get(exp_name, exp_name)} | {seed} | {best[1]:.2f} ({best[0]}) | {last[1]:.2f} "
+                         f"({last[0]}) | {made or 'not recorded'} | {started or 'not recorded'}; {ended or 'not recorded'} |")
+    return "\n".join(lines) + "\n"
+
+
 def other_settings_table(other, flags, n_resamples, seed):
     lines = ["### Runs under other settings (not in the tables above)", "",
              "| task | algorithm | seeds | best (at step) | at the last step | flags that differ from Table 1's settings |",
@@ -361,7 +400,7 @@ def other_settings_table(other, flags, n_resamples, seed):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    groups, flags = load_groups(args.results, args.runs)
+    groups, flags, records = load_groups(args.results, args.runs)
     runs, other = split_by_defaults(groups, flags)
     print(f"found {sum(len(c) for c in groups.values())} runs: {len(runs)} (task, algorithm) groups in Table 1's settings, "
           f"{len(other)} under other settings")  # fmt: skip
@@ -391,6 +430,8 @@ if __name__ == "__main__":
                                          results, args.n_resamples, args.seed))  # fmt: skip
     table1 = [section for section in table1 if section]
     text += table1[: len(TABLES)] + [make_table(*table, results) for table in tables[len(TABLES) :]] + table1[len(TABLES) :]
+    if runs:
+        text.append(runs_table(runs, records))
     if other:
         text.append(other_settings_table(other, flags, args.n_resamples, args.seed))
     # curves: Table 1's runs per task; a task with none shows its runs under other settings, labelled by their flags

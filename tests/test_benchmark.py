@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, started_by, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
-from benchmark.report import gap_closure, ordering_table, paper_lines  # noqa: E402
+from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table, split_by_defaults  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -236,6 +236,22 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     assert "| lbf-easy | IQL | 1 | 9.00 (no CI) (0) | 9.00 (100) | --total-timesteps 600000 |" in text
     assert "| lbf-easy | IQL | 1 | 7.00 (no CI) (0) | 7.00 (100) | (same flags; older code or preset) |" in text
     assert (tmp_path / "rep" / "lbf-easy.png").stat().st_size > 0
+
+
+def test_runs_table_gives_each_seeds_own_best_and_the_commits_its_record_names(tmp_path):
+    results = tmp_path / "results"
+    # the seed mean peaks at step 100 (0.45 against 0.40 at step 50); seed 1 alone peaks at step 50
+    for seed, curve in [(1, [(0, 0.1), (50, 0.5), (100, 0.3)]), (2, [(0, 0.1), (50, 0.3), (100, 0.6)])]:
+        record = fake_record("dvdn_gt", "lbf-hard", seed, curve)
+        started = ["b" * 40 + "-dirty", "c" * 40] if seed == 1 else []  # seed 2: a record older than started_by
+        record.update(commit=f"{seed}" * 40, started_by=started, starts=max(len(started), 1), train_seconds=5400 * seed)
+        write_record(record, results)
+    write_record(fake_record("dvdn_gt", "lbf-hard", 3, [(0, 0.9)], total_timesteps=600000), results)  # not Table 1's
+    groups, flags, records = load_groups(results, [])
+    text = runs_table(split_by_defaults(groups, flags)[0], records)
+    assert "| lbf-hard | DVDN (GT) | 1 | 0.50 (50) | 0.30 (100) | 1.5 h, 2 | bbbbbbb-dirty, ccccccc; 1111111 |" in text
+    assert "| lbf-hard | DVDN (GT) | 2 | 0.60 (100) | 0.60 (100) | 3.0 h, 1 | not recorded; 2222222 |" in text
+    assert "| 3 |" not in text and len(text.strip().splitlines()) == 6  # title, blank, header, rule, two runs
 
 
 def test_report_rewrites_only_the_readme_block_between_its_markers(tmp_path):
