@@ -82,18 +82,17 @@ PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offs
 
 
 def load_groups(results, folders):
-    """{(env, exp_name, fingerprint): {seed: (steps, values)}}, each group's flags, and each group's records
+    """The curves {(env, exp_name, fingerprint): {seed: (steps, values)}} and the records behind them
     {(env, exp_name, fingerprint): {seed: record}}, from records and run folders."""
     records = read_records(results) if results else []
     records += [record for record in (make_record(path, "local") for path in run_dirs(folders)) if record]
-    groups, flags, by_seed = {}, {}, {}
+    groups, by_seed = {}, {}
     for record in records:
         key = (record["env"], record["exp_name"], record["fingerprint"])
         steps, values = zip(*record["eval"]) if record["eval"] else ((), ())
         groups.setdefault(key, {})[record["seed"]] = (list(steps), list(values))
-        flags[key] = record["flags"]
         by_seed.setdefault(key, {})[record["seed"]] = record
-    return groups, flags, by_seed
+    return groups, by_seed
 
 
 def default_flags(exp_name, env):
@@ -119,7 +118,7 @@ def table1_fingerprint(exp_name, env):
     return None if defaults is None else fingerprint({**defaults, "env": env})
 
 
-def split_by_defaults(groups, flags):
+def split_by_defaults(groups):
     """Table 1's groups {(env, exp_name): curves}, made with today's defaults at the paper's budget; the rest
     {(env, exp_name, fp): curves}."""
     main, other = {}, {}
@@ -400,8 +399,9 @@ def other_settings_table(other, flags, n_resamples, seed):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    groups, flags, records = load_groups(args.results, args.runs)
-    runs, other = split_by_defaults(groups, flags)
+    groups, records = load_groups(args.results, args.runs)
+    flags = {key: next(iter(seeds.values()))["flags"] for key, seeds in records.items()}  # one fingerprint: equal flags
+    runs, other = split_by_defaults(groups)
     print(f"found {sum(len(c) for c in groups.values())} runs: {len(runs)} (task, algorithm) groups in Table 1's settings, "
           f"{len(other)} under other settings")  # fmt: skip
     results = {}
