@@ -416,7 +416,9 @@ if __name__ == "__main__":
     if others:
         tables.append(("Other tasks", {env: env for env in others}, sorted({e for env, e in runs if env in others})))
     note = (f"Each cell: ours as mean (CI low - mean, CI high - mean) with n seeds; then the paper's Table 1 number. "
-            f"Bootstrap: {args.n_resamples} resamples of the seeds, percentiles 2.5/97.5, RNG seed {args.seed}. "
+            f"Bootstrap: {args.n_resamples} resamples of the seeds, percentiles 2.5/97.5, RNG seed {args.seed}; over 2 or 3 "
+            f"seeds such an interval is about the seeds' range (over 2, exactly), so it shows where the seeds fell and "
+            f"under-covers. "
             f"Only eval steps that every seed of a cell reached are used. Gap closed: (middle - left) / (right - left) of "
             f"the columns' means, as in the paper's abstract; its CI resamples each algorithm's seeds on their own and "
             f"picks the best step anew in every resample. Made by `benchmark/report.py`.")  # fmt: skip
