@@ -357,19 +357,19 @@ def short_commit(commit):
     return (sha[:7] if re.fullmatch("[0-9a-f]{40}", sha) else sha) + ("-dirty" if dirty else "")
 
 
-def runs_table(runs, records):
-    """One row per seed of Table 1's cells: that seed's own best and last evaluation, and what its record keeps of how it
-    was made (training time and starts, the commits its start and each resume began from, the commit it ended at).
-    Older records lack some of these: 'not recorded'."""
+def runs_table(records):
+    """One row per seed of Table 1's cells (the records with a Table-1 fingerprint): that seed's own best and last
+    evaluation, and what its record keeps of how it was made (training time and starts, the commits its start and each
+    resume began from, the commit it ended at). Older records lack some of these: 'not recorded'."""
     lines = ["### The runs in Table 1's cells", "",
              "| task | algorithm | seed | best (at step) | last (at step) | training time, starts | "
              "commits: started by; ended at |",
              "|---" * 7 + "|"]  # fmt: skip
     order = list(COLUMNS)
-    for env, exp_name in sorted(runs, key=lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order))):
-        seeds = records[env, exp_name, table1_fingerprint(exp_name, env)]
-        for seed, (steps, values) in sorted(runs[env, exp_name].items()):
-            record, curve = seeds[seed], sorted(zip(steps, values))
+    table1 = [(env, exp_name, fp) for env, exp_name, fp in records if fp == table1_fingerprint(exp_name, env)]
+    for env, exp_name, fp in sorted(table1, key=lambda key: (key[0], order.index(key[1]) if key[1] in order else len(order))):
+        for seed, record in sorted(records[env, exp_name, fp].items()):
+            curve = sorted(map(tuple, record["eval"]))
             if not curve:
                 continue
             best, last = max(curve, key=lambda point: point[1]), curve[-1]  # max: the first step wins a tie
@@ -433,7 +433,7 @@ if __name__ == "__main__":
     table1 = [section for section in table1 if section]
     text += table1[: len(TABLES)] + [make_table(*table, results) for table in tables[len(TABLES) :]] + table1[len(TABLES) :]
     if runs:
-        text.append(runs_table(runs, records))
+        text.append(runs_table(records))
     if other:
         text.append(other_settings_table(other, flags, args.n_resamples, args.seed))
     # curves: Table 1's runs per task; a task with none shows its runs under other settings, labelled by their flags

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, started_by, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
-from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table, split_by_defaults  # noqa: E402
+from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -247,8 +247,7 @@ def test_runs_table_gives_each_seeds_own_best_and_the_commits_its_record_names(t
         record.update(commit=f"{seed}" * 40, started_by=started, starts=max(len(started), 1), train_seconds=5400 * seed)
         write_record(record, results)
     write_record(fake_record("dvdn_gt", "lbf-hard", 3, [(0, 0.9)], total_timesteps=600000), results)  # not Table 1's
-    groups, records = load_groups(results, [])
-    text = runs_table(split_by_defaults(groups)[0], records)
+    text = runs_table(load_groups(results, [])[1])
     assert "| lbf-hard | DVDN (GT) | 1 | 0.50 (50) | 0.30 (100) | 1.5 h, 2 | bbbbbbb-dirty, ccccccc; 1111111 |" in text
     assert "| lbf-hard | DVDN (GT) | 2 | 0.60 (100) | 0.60 (100) | 3.0 h, 1 | not recorded; 2222222 |" in text
     assert "| 3 |" not in text and len(text.strip().splitlines()) == 6  # title, blank, header, rule, two runs
