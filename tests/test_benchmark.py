@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 from benchmark.records import fingerprint, make_record, read_records, started_by, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
 from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table  # noqa: E402
+from benchmark.consensus_error import consensus_error  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -436,11 +437,40 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
         ("evaluate.py", ["model.pt"], "is not inside a run folder named {env}__{exp_name}__{seed}__{unix_time}"),
         ("marbler_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1; got 0"),
         ("marbler_heuristics.py", ["--env", "marbler-pcp"], "--env marbler-pcp is not a Warehouse preset"),
+        ("consensus_error.py", ["--edges", "0", "2", "1"], "error: --edges must be two or more increasing numbers"),
     ]
     for tool, arguments, message in cases:
         out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
                              capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
         assert out.returncode != 0 and "Traceback" not in out.stderr and message in out.stderr, out.stderr
+
+
+def write_scalars(run_dir, scalars, purge_step=None):
+    """Each (tag, step, value) into run_dir as a training script logs it: a resume passes purge_step, its first step."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+    for tag, step, value in scalars:
+        writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def test_consensus_error_averages_each_window_of_what_the_run_kept(tmp_path):
+    """Window means of jtd_error and the root of td_loss's window mean; a resume's steps replace those its stopped
+    process logged past the checkpoint; a run without jtd_error (not DVDN) gives None."""
+    run = tmp_path / "lbf-easy__dvdn__1__1700000000"
+    first = [(tag, step, value) for step, error, loss in [(100_000, 0.1, 3.0), (400_000, 0.3, 5.0), (700_000, 9.0, 99.0)]
+             for tag, value in [("losses/jtd_error", error), ("losses/td_loss", loss)]]  # fmt: skip
+    write_scalars(run, first)
+    time.sleep(1.0)  # event files load in name order, and a name starts with the second it was made in
+    resumed = [("losses/jtd_error", 600_000, 0.2), ("losses/td_loss", 600_000, 9.0)]
+    write_scalars(run, resumed, purge_step=500_001)  # resumed from a checkpoint at 500k
+    rows = consensus_error(run, (0.0, 0.5, 1.0, 2.0))
+    assert [row[:2] for row in rows] == [(0.0, 0.5), (0.5, 1.0)]  # 1M-2M holds no step
+    assert np.allclose([row[2:] for row in rows], [[0.2, 2.0], [0.2, 3.0]])
+    other = tmp_path / "lbf-easy__vdn__1__1700000000"
+    write_scalars(other, [("losses/td_loss", 100_000, 1.0)])
+    assert consensus_error(other, (0.0, 1.0)) is None
 
 
 def slurm_is_up():
