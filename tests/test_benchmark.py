@@ -16,6 +16,7 @@ from benchmark.records import fingerprint, make_record, read_records, started_by
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
 from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table  # noqa: E402
 from benchmark.consensus_error import consensus_error  # noqa: E402
+from benchmark.consensus_rounds import disagreement_left, graph_law  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -438,6 +439,9 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
         ("marbler_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1; got 0"),
         ("marbler_heuristics.py", ["--env", "marbler-pcp"], "--env marbler-pcp is not a Warehouse preset"),
         ("consensus_error.py", ["--edges", "0", "2", "1"], "error: --edges must be two or more increasing numbers"),
+        ("consensus_rounds.py", ["--agents", "9"], "error: --agents must each lie in 2..7"),
+        ("consensus_rounds.py", ["--link-prob", "0"], "error: --link-prob must lie in (0, 1]"),
+        ("consensus_rounds.py", ["--rounds", "-1"], "error: --rounds must be one or more numbers >= 0"),
     ]
     for tool, arguments, message in cases:
         out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
@@ -471,6 +475,28 @@ def test_consensus_error_averages_each_window_of_what_the_run_kept(tmp_path):
     other = tmp_path / "lbf-easy__vdn__1__1700000000"
     write_scalars(other, [("losses/td_loss", 100_000, 1.0)])
     assert consensus_error(other, (0.0, 1.0)) is None
+
+
+def test_consensus_rounds_leave_the_share_the_graph_law_gives():
+    """a_K over every connected graph: the closed form for 3 agents, the same share of every TD vector's disagreement
+    (the claim the tool's one number per K rests on), and the law is the one dvdn.random_graph draws from."""
+    import dvdn
+
+    law3 = graph_law(3, 0.5)  # a path (prob. 3/4 given connected; W's other eigenvalues 2/3 and 0) or the triangle (W = J)
+    assert np.isclose(sum(p for _, p in law3), 1.0)
+    assert np.allclose([disagreement_left(law3, k) for k in range(4)], [1.0, 0.375 * 4 / 9, 0.375 * (4 / 9) ** 2,
+                                                                       0.375 * (4 / 9) ** 3])  # fmt: skip
+    assert np.isclose(disagreement_left(graph_law(2, 0.3), 1), 0.0)  # two agents average exactly in one round
+    law4 = graph_law(4, 0.3)
+    rng = np.random.default_rng(0)
+    for rounds in (1, 2):
+        for _ in range(3):
+            delta = rng.normal(size=4) + 5.0
+            left = sum(p * np.sum((np.linalg.matrix_power(w, rounds) @ delta - delta.mean()) ** 2) for w, p in law4)
+            assert np.isclose(left, disagreement_left(law4, rounds) * np.sum((delta - delta.mean()) ** 2))
+    np.random.seed(0)
+    draws = [np.sum((dvdn.metropolis_weights(dvdn.random_graph(4, 0.3)) - 0.25) ** 2) / 3 for _ in range(4000)]
+    assert abs(np.mean(draws) - disagreement_left(law4, 1)) < 4 * np.std(draws) / np.sqrt(len(draws))
 
 
 def slurm_is_up():
