@@ -38,16 +38,15 @@ class Args:
 
 def graph_law(n_agents: int, link_prob: float):
     """Every connected graph on n_agents with its probability under dvdn.random_graph: [(W, probability)]."""
-    links = list(combinations(range(n_agents), 2))
+    rows, cols = np.array(list(combinations(range(n_agents), 2))).T
     law = []
-    for up in range(2 ** len(links)):
+    for graph in range(2 ** len(rows)):  # bit k of graph: link k is up
+        up = (graph >> np.arange(len(rows))) & 1
         adj = np.zeros((n_agents, n_agents))
-        for k, (i, j) in enumerate(links):
-            if up >> k & 1:
-                adj[i, j] = adj[j, i] = 1.0
-        if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():
-            n_up = bin(up).count("1")
-            law.append((metropolis_weights(adj), link_prob**n_up * (1 - link_prob) ** (len(links) - n_up)))
+        adj[rows, cols] = up
+        adj += adj.T
+        if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():  # random_graph's test
+            law.append((metropolis_weights(adj), link_prob ** up.sum() * (1 - link_prob) ** (len(rows) - up.sum())))
     total = sum(p for _, p in law)  # the probability that one draw is connected: random_graph redraws the others
     return [(w, p / total) for w, p in law]
 
