@@ -17,6 +17,7 @@ from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, defa
 from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table  # noqa: E402
 from benchmark.consensus_error import consensus_error  # noqa: E402
 from benchmark.consensus_rounds import disagreement_left, graph_law  # noqa: E402
+from benchmark.mutants import MUTANTS, Mutant, survey  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -442,11 +443,44 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
         ("consensus_rounds.py", ["--agents", "9"], "error: --agents must each lie in 2..7"),
         ("consensus_rounds.py", ["--link-prob", "0"], "error: --link-prob must lie in (0, 1]"),
         ("consensus_rounds.py", ["--rounds", "-1"], "error: --rounds must be one or more numbers >= 0"),
+        ("mutants.py", ["--only", "no-such-mutant"], "error: unknown mutant no-such-mutant; choose from "),
+        ("mutants.py", ["--timeout", "0"], "error: --timeout must be positive, got 0"),
     ]
     for tool, arguments, message in cases:
         out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
                              capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
         assert out.returncode != 0 and "Traceback" not in out.stderr and message in out.stderr, out.stderr
+
+
+def test_mutant_survey_tells_a_caught_mutant_from_a_survivor(tmp_path):
+    """On a one-function project: a broken line its test catches, a broken line no test sees (a survivor), a line the
+    code no longer holds; each file is restored after its mutant, and a test that fails unbroken stops the survey. Then
+    every mutant of benchmark/mutants.py must still name a line of today's code, once, and tests that exist."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "calc.py").write_text("def double(x):\n    return 2 * x  # twice\n")
+    (tmp_path / "tests" / "test_calc.py").write_text(
+        "import sys\nfrom pathlib import Path\n\nsys.path.insert(0, str(Path(__file__).parents[1]))\nfrom calc import double"
+        "\n\n\ndef test_double():\n    assert double(3) == 6\n"
+    )
+    test = ("tests/test_calc.py::test_double",)
+    mutants = [Mutant("times-three", "calc.py", "2 * x", "3 * x", test), Mutant("comment", "calc.py", "twice", "thrice", test),
+               Mutant("gone", "calc.py", "x + x", "x", test)]  # fmt: skip
+    rows = survey(tmp_path, mutants, timeout=TIMEOUT)
+    verdicts = [(mutant.name, verdict, detail) for mutant, verdict, detail, _ in rows]
+    assert verdicts[0][:2] == ("times-three", "caught") and verdicts[0][2].startswith("1 of 1 tests failed; test_double: ")
+    assert "assert 9 == 6" in verdicts[0][2] and verdicts[1] == ("comment", "survived", "0 of 1 tests failed")
+    assert verdicts[2][:2] == ("gone", "not applied")
+    assert (tmp_path / "calc.py").read_text() == "def double(x):\n    return 2 * x  # twice\n"
+    (tmp_path / "calc.py").write_text("def double(x):\n    return x\n")
+    with pytest.raises(SystemExit, match="do not all pass unbroken"):
+        survey(tmp_path, mutants[1:2], timeout=TIMEOUT)
+
+    assert len({mutant.name for mutant in MUTANTS}) == len(MUTANTS)
+    for mutant in MUTANTS:
+        assert (ROOT / mutant.file).read_text().count(mutant.line) == 1 and mutant.broken != mutant.line, mutant.name
+        for node in mutant.tests:
+            path, name = node.split("::")
+            assert f"def {name.split('[')[0]}(" in (ROOT / path).read_text(), node
 
 
 def write_scalars(run_dir, scalars, purge_step=None):
