@@ -103,6 +103,17 @@ MUTANTS = [
            ("tests/test_checkpoint.py::test_killed_and_resumed_run_is_bitwise_the_straight_run[iql.py-lbf-hard]",)),
     Mutant("epsilon-never-decays", "iql.py", "return max(slope * t + start_e, end_e)",
            "return max(start_e, end_e)", (ALGO + "test_linear_schedule",)),
+    # envs/: what the wrappers report
+    Mutant("lbf-time-out-as-terminal", "envs/lbf.py", "return obs, rewards, done and not truncated, truncated, info",
+           "return obs, rewards, done, truncated, info",
+           ("tests/test_lbf.py::test_a_time_out_is_truncated_and_clearing_the_food_terminates",)),
+    Mutant("warehouse-violation-unpunished", "envs/marbler.py", "rewards = np.full(self.n_agents, self.penalty)",
+           "rewards = np.zeros(self.n_agents)",
+           ("tests/test_marbler.py::test_violation_ends_episode_with_penalty[marbler-warehouse--5]",)),
+    Mutant("robotarium-collision-at-half-distance", "envs/robotarium.py",
+           "collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST)",
+           "collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST / 2)",
+           ("tests/test_marbler.py::test_violation_geometry",)),
 ]  # fmt: skip
 
 
