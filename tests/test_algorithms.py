@@ -17,6 +17,9 @@ import iql_ps  # noqa: E402
 import vdn  # noqa: E402
 import vdn_ps  # noqa: E402
 
+# Each script keeps its own copy of the shared helpers (buffer, schedule, reward statistics, TD error), so each copy is
+# tested, not only iql.py's: a bug in one child's copy would otherwise pass every test.
+MODULES = [iql, iql_ps, vdn, vdn_ps, dvdn, dvdn_gt]
 
 # ---------------------------------------------------------------- replay buffer
 def fill_episode(rb, length, value, n_agents=2, obs_size=3):
@@ -27,8 +30,9 @@ def fill_episode(rb, length, value, n_agents=2, obs_size=3):
     rb.end_episode()
 
 
-def test_buffer_masks_and_padding():
-    rb = iql.ReplayBuffer(capacity=3, episode_limit=5, n_agents=2, obs_size=3)
+@pytest.mark.parametrize("module", MODULES)
+def test_buffer_masks_and_padding(module):
+    rb = module.ReplayBuffer(capacity=3, episode_limit=5, n_agents=2, obs_size=3)
     fill_episode(rb, 4, 10.0)
     assert rb.size == 1 and rb.pos == 1
     np.testing.assert_array_equal(rb.mask[0], [1, 1, 1, 1, 0])
@@ -38,8 +42,9 @@ def test_buffer_masks_and_padding():
     assert obs.shape == (1, 5, 2, 3) and actions.shape == (1, 4, 2) and mask.shape == (1, 4)  # cut to the longest episode
 
 
-def test_buffer_wraps_around_and_clears_old_tails():
-    rb = iql.ReplayBuffer(capacity=3, episode_limit=5, n_agents=2, obs_size=3)
+@pytest.mark.parametrize("module", MODULES)
+def test_buffer_wraps_around_and_clears_old_tails(module):
+    rb = module.ReplayBuffer(capacity=3, episode_limit=5, n_agents=2, obs_size=3)
     fill_episode(rb, 5, 1.0)
     fill_episode(rb, 2, 2.0)
     fill_episode(rb, 3, 3.0)
@@ -56,10 +61,11 @@ def test_buffer_wraps_around_and_clears_old_tails():
     assert sorted(rewards[:, 0].tolist()) == [2.0, 3.0, 4.0]
 
 
-def test_running_mean_std_matches_numpy():
+@pytest.mark.parametrize("module", MODULES)
+def test_running_mean_std_matches_numpy(module):
     rng = np.random.default_rng(0)
     data = [torch.as_tensor(rng.normal(3.0, 2.0, size=n)) for n in (5, 50, 7, 300)]
-    stats = iql.RunningMeanStd()
+    stats = module.RunningMeanStd()
     for x in data:
         stats.update(x)
     everything = torch.cat(data).numpy()
@@ -67,10 +73,11 @@ def test_running_mean_std_matches_numpy():
     assert stats.var == pytest.approx(everything.var(), rel=1e-3)
 
 
-def test_linear_schedule():
-    assert iql.linear_schedule(1.0, 0.05, 100, 0) == 1.0
-    assert iql.linear_schedule(1.0, 0.05, 100, 50) == pytest.approx(0.525)
-    assert iql.linear_schedule(1.0, 0.05, 100, 1000) == 0.05
+@pytest.mark.parametrize("module", MODULES)
+def test_linear_schedule(module):
+    assert module.linear_schedule(1.0, 0.05, 100, 0) == 1.0
+    assert module.linear_schedule(1.0, 0.05, 100, 50) == pytest.approx(0.525)
+    assert module.linear_schedule(1.0, 0.05, 100, 1000) == 0.05
 
 
 # ---------------------------------------------------------------- TD errors and the VDN loss
@@ -90,7 +97,7 @@ def networks(module, n_agents=3, obs_size=4, seed=0):
     return q_networks, target_networks
 
 
-@pytest.mark.parametrize("module", [iql, iql_ps, vdn, vdn_ps, dvdn, dvdn_gt])
+@pytest.mark.parametrize("module", MODULES)
 def test_td_error_double_q_by_hand(module):
     obs, actions, rewards, terminated = batch(n_agents=1)
     (q_net,), (target_net,) = networks(module, n_agents=1)
