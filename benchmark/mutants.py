@@ -9,8 +9,8 @@ behaviour tests meant to catch it. Each runs in a scratch copy of the working tr
 the broken file is written, its tests run (`pytest`, one process per mutant), and the file is restored. A mutant is
 caught when at least one of its tests fails, and survives when they all pass: a survivor is a bug the suite would let
 through. First the guarding tests run on the unbroken copy, since a test that already fails catches nothing.
-Exit status: 0 when every mutant is caught, 1 when one survives or a test fails unbroken, 2 when a mutant no longer
-matches the code (rewrite it with the line).
+Exit status: 0 when every mutant is caught, 1 when one survives or times out or a test fails unbroken, 2 when a mutant
+no longer matches the code or names a test that does not exist (rewrite it with the line).
 """
 
 import os
@@ -173,7 +173,8 @@ def apply(tree: Path, mutant: Mutant):
 
 
 def survey(tree: Path, mutants, timeout: int, baseline: bool = True):
-    """[(mutant, verdict, detail, seconds)]; verdict: caught, survived, timed out, or not applied."""
+    """[(mutant, verdict, detail, seconds)]; verdict: caught, survived, timed out, not applied (its line is gone) or not
+    run (a node id names no test)."""
     rows = []
     if baseline:
         tests = sorted({t for m in mutants for t in m.tests})
@@ -197,7 +198,7 @@ def survey(tree: Path, mutants, timeout: int, baseline: bool = True):
         if result is None:
             verdict, detail = "timed out", f"over {timeout} s"
         elif result[1] < len(mutant.tests):
-            verdict, detail = "not applied", f"{result[1]} of its {len(mutant.tests)} tests ran"
+            verdict, detail = "not run", f"{result[1]} of its {len(mutant.tests)} tests ran"
         else:
             verdict = "caught" if result[0] else "survived"
             detail = f"{result[0]} of {result[1]} tests failed" + (f"; {result[2][:120]}" if result[0] else "")
@@ -226,4 +227,4 @@ if __name__ == "__main__":
     for m, verdict, detail, seconds in rows:
         print(f"| `{m.name}` | `{m.file}` | {verdict} | {detail.replace('|', '/')} | {seconds:.0f} |")
     verdicts = [verdict for _, verdict, _, _ in rows]
-    sys.exit(2 if "not applied" in verdicts else 1 if any(v != "caught" for v in verdicts) else 0)
+    sys.exit(2 if {"not applied", "not run"} & set(verdicts) else 1 if any(v != "caught" for v in verdicts) else 0)
