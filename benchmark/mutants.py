@@ -116,6 +116,8 @@ MUTANTS = [
            "collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST)",
            "collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST / 2)",
            ("tests/test_marbler.py::test_violation_geometry",)),
+    Mutant("mpe-sees-the-farthest", "envs/mpe.py", "return min(entities, key=lambda e:", "return max(entities, key=lambda e:",
+           ("tests/test_mpe.py::test_partial_observations_are_the_authors[mpe-tag]",)),
 ]  # fmt: skip
 
 
