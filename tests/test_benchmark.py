@@ -454,8 +454,9 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
 
 def test_mutant_survey_tells_a_caught_mutant_from_a_survivor(tmp_path):
     """On a one-function project: a broken line its test catches, a broken line no test sees (a survivor), a line the
-    code no longer holds; each file is restored after its mutant, and a test that fails unbroken stops the survey. Then
-    every mutant of benchmark/mutants.py must still name a line of today's code, once, and tests that exist."""
+    code no longer holds, a test that does not exist; each file is restored after its mutant, and a test that fails
+    unbroken stops the survey. Then every mutant of benchmark/mutants.py must still name a line of today's code, once,
+    and tests that exist."""
     (tmp_path / "tests").mkdir()
     (tmp_path / "calc.py").write_text("def double(x):\n    return 2 * x  # twice\n")
     (tmp_path / "tests" / "test_calc.py").write_text(
@@ -471,6 +472,8 @@ def test_mutant_survey_tells_a_caught_mutant_from_a_survivor(tmp_path):
     assert "assert 9 == 6" in verdicts[0][2] and verdicts[1] == ("comment", "survived", "0 of 1 tests failed")
     assert verdicts[2][:2] == ("gone", "not applied")
     assert (tmp_path / "calc.py").read_text() == "def double(x):\n    return 2 * x  # twice\n"
+    no_test = Mutant("no-such-test", "calc.py", "2 * x", "3 * x", ("tests/test_calc.py::test_triple",))
+    assert survey(tmp_path, [no_test], timeout=TIMEOUT, baseline=False)[0][1:3] == ("not run", "0 of its 1 tests ran")
     (tmp_path / "calc.py").write_text("def double(x):\n    return x\n")
     with pytest.raises(SystemExit, match="do not all pass unbroken"):
         survey(tmp_path, mutants[1:2], timeout=TIMEOUT)
