@@ -156,12 +156,10 @@ def run_tests(tree: Path, tests, timeout: int):
         return None
     if not report.exists():  # pytest stopped before running anything, e.g. a node id that names no test
         return 0, 0, ""
-    suite = ET.parse(report).getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    failed = int(suite.get("failures")) + int(suite.get("errors"))
-    first = next((f"{case.get('name')}: {bad.get('message', '').splitlines()[0] if bad.get('message') else bad.tag}"
-                  for case in suite.iter("testcase") for bad in case if bad.tag in ("failure", "error")), "")  # fmt: skip
-    return failed, int(suite.get("tests")) - int(suite.get("skipped")), first
+    suite = next(ET.parse(report).getroot().iter("testsuite"))  # the root, or the root's one child
+    failures = [f"{case.get('name')}: {(bad.get('message') or bad.tag).splitlines()[0]}"
+                for case in suite.iter("testcase") for bad in case if bad.tag in ("failure", "error")]  # fmt: skip
+    return len(failures), int(suite.get("tests")) - int(suite.get("skipped")), failures[0] if failures else ""
 
 
 def apply(tree: Path, mutant: Mutant):
