@@ -84,6 +84,18 @@ MUTANTS = [
            "x = torch.cat([torch.as_tensor(np.stack(obs), device=device), torch.eye(len(obs), device=device)], -1)",
            "x = torch.cat([torch.as_tensor(np.stack(obs), device=device), torch.zeros(len(obs), len(obs))], -1)",
            (CONSISTENCY + "test_training_sees_the_q_values_that_acting_saw[vdn_ps.py]",)),
+    # iql_ps.py: each agent's own TD on the whole team reward
+    Mutant("iql-ps-reward-shared", "iql_ps.py", "rewards_b.repeat_interleave(n_agents, 0), terminated_b",
+           "(rewards_b / n_agents).repeat_interleave(n_agents, 0), terminated_b",
+           (CONSISTENCY + "test_loss_is_the_algorithms_loss_written_out[iql_ps.py]",)),
+    # the gradient clip: each agent's own in IQL and DVDN, all agents' together in VDN
+    Mutant("iql-clips-all-agents-together", "iql.py",
+           "nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)",
+           "nn.utils.clip_grad_norm_([p for q in q_networks for p in q.parameters()], args.max_grad_norm)",
+           (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[iql.py]",)),
+    Mutant("vdn-clips-each-agent-alone", "vdn.py", "nn.utils.clip_grad_norm_(params, args.max_grad_norm)",
+           "[nn.utils.clip_grad_norm_(q.parameters(), args.max_grad_norm) for q in q_networks]",
+           (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[vdn.py]",)),
     # iql.py: the loop every script shares
     Mutant("time-out-stored-as-terminal", "iql.py", "rb.add(obs, actions, sum(rewards), next_obs, terminated)",
            "rb.add(obs, actions, sum(rewards), next_obs, terminated or truncated)",
@@ -116,6 +128,9 @@ MUTANTS = [
            "collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST)",
            "collision = (np.sqrt(dx * dx + dy * dy) <= COLLISION_DIST / 2)",
            ("tests/test_marbler.py::test_violation_geometry",)),
+    Mutant("exact-suffix-solves-with-cvxopt", "envs/__init__.py",
+           'solver = "daqp" if name.endswith("-exact") else "cvxopt"', 'solver = "cvxopt"',
+           ("tests/test_marbler.py::test_the_exact_suffix_picks_the_exact_solver[marbler-pcp]",)),
     Mutant("mpe-sees-the-farthest", "envs/mpe.py", "return min(entities, key=lambda e:", "return max(entities, key=lambda e:",
            ("tests/test_mpe.py::test_partial_observations_are_the_authors[mpe-tag]",)),
 ]  # fmt: skip

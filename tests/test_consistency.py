@@ -252,6 +252,30 @@ def test_loss_is_the_algorithms_loss_written_out(script, monkeypatch, tmp_path):
         assert loss == pytest.approx(reference, rel=1e-5)
 
 
+@pytest.mark.parametrize("script", ["iql.py", "iql_ps.py", "vdn.py", "vdn_ps.py", "dvdn.py"])
+def test_gradient_norm_is_clipped_over_what_each_optimiser_steps(script, monkeypatch, tmp_path):
+    """With a clip so small that it always acts, every Adam step sees a gradient of norm exactly --max-grad-norm: in
+    iql.py and dvdn.py one optimiser per agent, each agent's gradient clipped on its own; in vdn.py one optimiser over
+    all agents, their gradients clipped together (EPyMARL's choice); in the shared-network scripts one network.
+    (dvdn_gt.py's clip, per agent before the tracker, is checked by the decentralised-step test.)"""
+    max_norm, norms = 1e-6, []
+    adam_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad.flatten() for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.cat(grads).norm().item())
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    flags = ["--env", "lbf-medium", "--total-timesteps", "500", "--batch-size", "3", "--buffer-size", "10",
+             "--eval-frequency", "100000", "--eval-episodes", "1", "--max-grad-norm", str(max_norm)]  # fmt: skip
+    namespace = run_script(script, flags, monkeypatch, tmp_path)
+    optimisers_per_step = 3 if script in ("iql.py", "dvdn.py") else 1  # lbf-medium has 3 agents
+    assert namespace["gradient_step"] >= 5
+    assert len(norms) == optimisers_per_step * namespace["gradient_step"]
+    assert norms == pytest.approx([max_norm] * len(norms), rel=1e-3)
+
+
 def metropolis_written_out(adj):
     """W_ij = 1 / (1 + max(d_i, d_j)) on each link i-j; the self weight W_ii takes the rest of row i."""
     n, degree = len(adj), adj.sum(1)
