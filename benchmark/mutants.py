@@ -140,6 +140,13 @@ MUTANTS = [
     Mutant("exact-suffix-solves-with-cvxopt", "envs/__init__.py",
            'solver = "daqp" if name.endswith("-exact") else "cvxopt"', 'solver = "cvxopt"',
            ("tests/test_marbler.py::test_the_exact_suffix_picks_the_exact_solver[marbler-pcp]",)),
+    Mutant("robotarium-barrier-at-half-radius", "envs/robotarium.py", "h = (ex * ex + ey * ey) - SAFETY_RADIUS**2",
+           "h = (ex * ex + ey * ey) - (SAFETY_RADIUS / 2) ** 2",
+           ("tests/test_marbler.py::test_random_policy_statistics_fast_solver[marbler-warehouse]",)),
+    Mutant("robotarium-barrier-pushes-pairs-together", "envs/robotarium.py",
+           "self.A.flat[self.flat_i], self.A.flat[self.flat_j] = -2 * e, 2 * e",
+           "self.A.flat[self.flat_i], self.A.flat[self.flat_j] = 2 * e, -2 * e",
+           ("tests/test_marbler.py::test_random_policy_statistics_fast_solver[marbler-warehouse]",)),
     Mutant("mpe-sees-the-farthest", "envs/mpe.py", "return min(entities, key=lambda e:", "return max(entities, key=lambda e:",
            ("tests/test_mpe.py::test_partial_observations_are_the_authors[mpe-tag]",)),
 ]  # fmt: skip
