@@ -140,6 +140,8 @@ MUTANTS = [
     Mutant("exact-suffix-solves-with-cvxopt", "envs/__init__.py",
            'solver = "daqp" if name.endswith("-exact") else "cvxopt"', 'solver = "cvxopt"',
            ("tests/test_marbler.py::test_the_exact_suffix_picks_the_exact_solver[marbler-pcp]",)),
+    Mutant("robotarium-spawn-lattice-shifted", "envs/robotarium.py", "c = rng.choice(nx * ny, n, replace=False) + 1",
+           "c = rng.choice(nx * ny, n, replace=False)", ("tests/test_marbler.py::test_spawn_sets[marbler-warehouse]",)),
     Mutant("robotarium-barrier-at-half-radius", "envs/robotarium.py", "h = (ex * ex + ey * ey) - SAFETY_RADIUS**2",
            "h = (ex * ex + ey * ey) - (SAFETY_RADIUS / 2) ** 2",
            ("tests/test_marbler.py::test_random_policy_statistics_fast_solver[marbler-warehouse]",)),
