@@ -96,6 +96,10 @@ MUTANTS = [
     Mutant("vdn-clips-each-agent-alone", "vdn.py", "nn.utils.clip_grad_norm_(params, args.max_grad_norm)",
            "[nn.utils.clip_grad_norm_(q.parameters(), args.max_grad_norm) for q in q_networks]",
            (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[vdn.py]",)),
+    Mutant("dvdn-clips-all-agents-together", "dvdn.py",
+           "nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)",
+           "nn.utils.clip_grad_norm_([p for q in q_networks for p in q.parameters()], args.max_grad_norm)",
+           (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[dvdn.py]",)),
     # iql.py: the loop every script shares
     Mutant("time-out-stored-as-terminal", "iql.py", "rb.add(obs, actions, sum(rewards), next_obs, terminated)",
            "rb.add(obs, actions, sum(rewards), next_obs, terminated or truncated)",
