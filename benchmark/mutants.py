@@ -28,6 +28,10 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGO, CONSISTENCY = "tests/test_algorithms.py::", "tests/test_consistency.py::"
+CLIP_TEST = CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps"
+CLIP_EACH = "nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)"  # iql.py and dvdn.py
+CLIP_ALL = "nn.utils.clip_grad_norm_([p for q in q_networks for p in q.parameters()], args.max_grad_norm)"
+BUFFER_TAIL = "self.terminated[p, t:], self.mask[p, t:] = 0, 0"
 
 
 @dataclass(frozen=True)
@@ -89,17 +93,10 @@ MUTANTS = [
            "(rewards_b / n_agents).repeat_interleave(n_agents, 0), terminated_b",
            (CONSISTENCY + "test_loss_is_the_algorithms_loss_written_out[iql_ps.py]",)),
     # the gradient clip: each agent's own in IQL and DVDN, all agents' together in VDN
-    Mutant("iql-clips-all-agents-together", "iql.py",
-           "nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)",
-           "nn.utils.clip_grad_norm_([p for q in q_networks for p in q.parameters()], args.max_grad_norm)",
-           (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[iql.py]",)),
+    Mutant("iql-clips-all-agents-together", "iql.py", CLIP_EACH, CLIP_ALL, (CLIP_TEST + "[iql.py]",)),
     Mutant("vdn-clips-each-agent-alone", "vdn.py", "nn.utils.clip_grad_norm_(params, args.max_grad_norm)",
-           "[nn.utils.clip_grad_norm_(q.parameters(), args.max_grad_norm) for q in q_networks]",
-           (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[vdn.py]",)),
-    Mutant("dvdn-clips-all-agents-together", "dvdn.py",
-           "nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)",
-           "nn.utils.clip_grad_norm_([p for q in q_networks for p in q.parameters()], args.max_grad_norm)",
-           (CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps[dvdn.py]",)),
+           "[nn.utils.clip_grad_norm_(q.parameters(), args.max_grad_norm) for q in q_networks]", (CLIP_TEST + "[vdn.py]",)),
+    Mutant("dvdn-clips-all-agents-together", "dvdn.py", CLIP_EACH, CLIP_ALL, (CLIP_TEST + "[dvdn.py]",)),
     # iql.py: the loop every script shares
     Mutant("time-out-stored-as-terminal", "iql.py", "rb.add(obs, actions, sum(rewards), next_obs, terminated)",
            "rb.add(obs, actions, sum(rewards), next_obs, terminated or truncated)",
@@ -113,10 +110,12 @@ MUTANTS = [
            (CONSISTENCY + "test_the_shared_loop_is_the_loop_written_out[iql.py]",)),
     Mutant("rewards-divided-by-variance", "iql.py", "np.sqrt(reward_stats.var + 1e-8)", "(reward_stats.var + 1e-8)",
            (CONSISTENCY + "test_the_shared_loop_is_the_loop_written_out[iql.py]",)),
-    Mutant("buffer-keeps-an-old-tail", "iql.py", "self.terminated[p, t:], self.mask[p, t:] = 0, 0",
-           "self.terminated[p, t:] = 0", (ALGO + "test_buffer_wraps_around_and_clears_old_tails[iql]",)),
-    Mutant("child-buffer-keeps-an-old-tail", "vdn_ps.py", "self.terminated[p, t:], self.mask[p, t:] = 0, 0",
-           "self.terminated[p, t:] = 0", (ALGO + "test_buffer_wraps_around_and_clears_old_tails[vdn_ps]",)),
+    Mutant("rewards-standardised-with-the-padding", "iql.py", "reward_stats.update(rewards_b[mask_b > 0])",
+           "reward_stats.update(rewards_b)", (CONSISTENCY + "test_the_shared_loop_is_the_loop_written_out[iql.py]",)),
+    Mutant("buffer-keeps-an-old-tail", "iql.py", BUFFER_TAIL, "self.terminated[p, t:] = 0",
+           (ALGO + "test_buffer_wraps_around_and_clears_old_tails[iql]",)),
+    Mutant("child-buffer-keeps-an-old-tail", "vdn_ps.py", BUFFER_TAIL, "self.terminated[p, t:] = 0",
+           (ALGO + "test_buffer_wraps_around_and_clears_old_tails[vdn_ps]",)),
     Mutant("resume-forgets-numpys-generator", "iql.py", 'np.random.set_state(checkpoint["rng"]["numpy"])', "pass",
            ("tests/test_checkpoint.py::test_killed_and_resumed_run_is_bitwise_the_straight_run[iql.py-lbf-hard]",)),
     Mutant("epsilon-never-decays", "iql.py", "return max(slope * t + start_e, end_e)",
@@ -132,8 +131,6 @@ MUTANTS = [
            "return row < self.rows - 1 and col < self.cols - 1 and super()._is_empty_location(row, col)",
            "return super()._is_empty_location(row, col)",
            ("tests/test_lbf.py::test_presets_use_the_1x_spawn_rules_and_2_0_does_not[lbf-easy]",)),
-    Mutant("rewards-standardised-with-the-padding", "iql.py", "reward_stats.update(rewards_b[mask_b > 0])",
-           "reward_stats.update(rewards_b)", (CONSISTENCY + "test_the_shared_loop_is_the_loop_written_out[iql.py]",)),
     Mutant("warehouse-violation-unpunished", "envs/marbler.py", "rewards = np.full(self.n_agents, self.penalty)",
            "rewards = np.zeros(self.n_agents)",
            ("tests/test_marbler.py::test_violation_ends_episode_with_penalty[marbler-warehouse--5]",)),

@@ -270,7 +270,7 @@ def test_gradient_norm_is_clipped_over_what_each_optimiser_steps(script, monkeyp
     flags = ["--env", "lbf-medium", "--total-timesteps", "500", "--batch-size", "3", "--buffer-size", "10",
              "--eval-frequency", "100000", "--eval-episodes", "1", "--max-grad-norm", str(max_norm)]  # fmt: skip
     namespace = run_script(script, flags, monkeypatch, tmp_path)
-    optimisers_per_step = 3 if script in ("iql.py", "dvdn.py") else 1  # lbf-medium has 3 agents
+    optimisers_per_step = namespace["n_agents"] if script in ("iql.py", "dvdn.py") else 1
     assert namespace["gradient_step"] >= 5
     assert len(norms) == optimisers_per_step * namespace["gradient_step"]
     assert norms == pytest.approx([max_norm] * len(norms), rel=1e-3)
