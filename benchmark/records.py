@@ -15,7 +15,10 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
+import platform
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -78,6 +81,26 @@ def git_commit(folder) -> str:
     return (head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if head else "unknown"
 
 
+def machine() -> dict:
+    """What a run's numbers depend on besides its code and flags: the CPU, the instruction set torch picked, the
+    package versions (the same seed and code give other floats on another CPU capability or torch build)."""
+    import numpy
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    field = {key: re.search(rf"^{key}\s*:\s*(.+)$", info, flags=re.M) for key in ("model name", "cpu family", "model")}
+    cpu = " ".join(m.group(1) for m in field.values() if m) or platform.processor()  # e.g. 'Intel(R) Xeon(R) Processor 6 167'
+    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version(), "os": platform.platform()}  # fmt: skip
+
+
+def machines(sweep_run_dir) -> list:
+    """The machine each start and resume of a sweep's run ran on, in order, as benchmark/sweep.py logs them."""
+    log = Path(sweep_run_dir) / "log.txt"
+    return [json.loads(m) for m in re.findall(r"^# machine (\{.*\})$", log.read_text(), flags=re.M)] if log.exists() else []
+
+
 def started_by(sweep_run_dir) -> list:
     """The commits that each start and resume of a sweep's run began from, in order, as benchmark/sweep.py logs them in
     `<out>/<env>__<exp_name>__<seed>/log.txt`; empty for a folder without that log."""
@@ -112,9 +135,9 @@ def train_time(run_dir):
     return sum(spans), len(spans)
 
 
-def make_record(run_dir, commit: str, started_by=()):
+def make_record(run_dir, commit: str, started_by=(), machines=()):
     """The record of one run folder: `commit` is the code's commit when the run ended, `started_by` the commits its start
-    and each resume began from (benchmark/sweep.py logs them; empty when unknown)."""
+    and each resume began from, `machines` the machine of each (benchmark/sweep.py logs both; empty when unknown)."""
     run = read_run(run_dir)
     if run is None:
         return None
@@ -122,6 +145,7 @@ def make_record(run_dir, commit: str, started_by=()):
     seconds, starts = train_time(run_dir)
     return {"env": flags["env"], "exp_name": flags["exp_name"], "seed": int(flags["seed"]), "fingerprint": fingerprint(flags),
             "script": f"{flags['exp_name']}.py", "commit": commit, "started_by": list(started_by),
+            "machines": list(machines),
             "env_version": PRESET_VERSIONS.get(flags["env"], 1),
             "results_version": RESULTS_VERSION, "run_name": Path(run_dir).name, "written": time.strftime("%Y-%m-%d %H:%M"),
             "train_seconds": round(seconds), "starts": starts, "flags": flags, "eval": curve}  # fmt: skip
@@ -149,5 +173,6 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     commit = args.commit or git_commit(Path(__file__).parent)
     for run_dir in run_dirs(args.runs):
-        record = make_record(run_dir, commit, started_by(run_dir.resolve().parents[1]))  # a sweep's <run dir>/runs/<run folder>
+        sweep_dir = run_dir.resolve().parents[1]
+        record = make_record(run_dir, commit, started_by(sweep_dir), machines(sweep_dir))  # a sweep's <run dir>/runs/<run folder>
         print(f"{run_dir}: " + (f"wrote {write_record(record, args.results)}" if record else f"no {TAG}, skipped"))

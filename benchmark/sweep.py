@@ -12,6 +12,7 @@ Everything after `--` is passed unchanged to every script.
 """
 
 import fcntl
+import json
 import os
 import re
 import shlex
@@ -27,7 +28,7 @@ from typing import Optional
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import git_commit, load_script, make_record, record_path, started_by, write_record  # noqa: E402
+from records import git_commit, load_script, machine, machines, make_record, record_path, started_by, write_record  # noqa: E402
 from envs import env_family  # noqa: E402  (records.py puts the repository root on the path)
 
 
@@ -161,13 +162,13 @@ def train(path, script, env, seed, extra, results):
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per run
     start = time.time()
     with open(path / "log.txt", "a") as log:
-        log.write(f"# commit {git_commit(Path(script).resolve().parent)}\n{shlex.join(cmd)}\n")
+        log.write(f"# commit {git_commit(Path(script).resolve().parent)}\n# machine {json.dumps(machine())}\n{shlex.join(cmd)}\n")
         log.flush()
         rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc == 0:
         if results:  # the record before `done`: a sweep killed in between still counts the run as done, by its record
             newest = max(path.glob("runs/*"), key=lambda p: p.stat().st_mtime)
-            record = make_record(newest, git_commit(Path(script).resolve().parent), started_by(path))
+            record = make_record(newest, git_commit(Path(script).resolve().parent), started_by(path), machines(path))
             print(f"record: {write_record(record, results)}" if record else f"no record: {newest} logged no evaluation")
         (path / "done").touch()
     print(f"{'done' if rc == 0 else f'FAILED (exit {rc})'}: {path} in {time.time() - start:.0f}s", flush=True)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmark.records import fingerprint, make_record, read_records, started_by, write_record  # noqa: E402
+from benchmark.records import fingerprint, machine, make_record, read_records, started_by, write_record  # noqa: E402
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
 from benchmark.report import gap_closure, load_groups, ordering_table, paper_lines, runs_table  # noqa: E402
 from benchmark.consensus_error import consensus_error  # noqa: E402
@@ -304,11 +304,13 @@ def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
     assert record["flags"]["learning_rate"] == "0.001" and record["seed"] == 7
     assert [step for step, _ in record["eval"]] == [100, 200] and record["env_version"] == 2
     assert record["started_by"] == [record["commit"]] == [git_commit(ROOT)]  # started once, ended on the same code
+    assert record["machines"] == [machine()] and record["machines"][0]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512")
     assert record["starts"] == 1 and 0 < record["train_seconds"] < out_seconds + 1, (record["train_seconds"], out_seconds)
     rewrite = [sys.executable, str(ROOT / "benchmark" / "records.py"), "--runs", "sw", "--results", "again", "--commit", "c"]
     subprocess.run(rewrite, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
     (again,) = read_records(tmp_path / "again")  # records.py finds the commits in the sweep's log too
     assert again["commit"] == "c" and again["started_by"] == record["started_by"] and again["eval"] == record["eval"]
+    assert again["machines"] == record["machines"]  # and the machines
     (run_dir,) = (tmp_path / "sw" / "lbf-hard__iql__7" / "runs").iterdir()
     assert make_record(run_dir, "c")["started_by"] == []  # a run folder on its own says nothing of its start
     (events,) = run_dir.glob("events.out.tfevents.*")  # a resume writes a second event file: its time adds up
