@@ -457,6 +457,7 @@ if __name__ == "__main__":
         if args.checkpoint_frequency and (terminated or truncated) and (
             (global_step + 1) // args.checkpoint_frequency > last_checkpoint // args.checkpoint_frequency
         ):
+            writer.flush()  # on disk first: a resume purges the steps logged after the checkpoint, and keeps the rest
             save_checkpoint(checkpoint_path, args=vars(args), run_name=run_name, global_step=global_step + 1, env=env,
                             eval_env=eval_env, eval_rng=eval_rng, rb=rb, reward_stats=reward_stats, obs=obs,
                             q_networks=q_networks, target_networks=target_networks, optimizers=optimizers, adj=adj,

@@ -13,6 +13,7 @@ is one file, and runs from other machines are added by copying their files in.
 
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -36,6 +37,7 @@ RESULTS_VERSION = 1
 OUTSIDE_FINGERPRINT = {"seed", "track", "wandb_project_name", "wandb_entity", "save_model", "capture_video",
                        "checkpoint_frequency", "checkpoint_dir", "resume", "cuda", "torch_deterministic"}  # fmt: skip
 TAG = "eval/episodic_return"
+ENV_PACKAGES = ("lbforaging", "gymnasium", "mpe2", "pettingzoo", "cvxopt", "daqp", "tyro")  # what the envs and flags run on
 RUN_FOLDER = re.compile(r"(.+?)__(.+?)__(-?\d+)__(\d+)")  # the scripts' run_name: {env}__{exp_name}__{seed}__{time}
 
 
@@ -92,7 +94,15 @@ def machine() -> dict:
     cpu = " ".join(m.group(1) for m in field.values() if m) or platform.processor()  # e.g. 'Intel(R) Xeon(R) Processor 6 167'
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version(), "os": platform.platform()}  # fmt: skip
+            "numpy": numpy.__version__, "python": platform.python_version(), "os": platform.platform(),
+            "packages": {name: package_version(name) for name in ENV_PACKAGES}}  # fmt: skip
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def machines(sweep_run_dir) -> list:
@@ -108,13 +118,23 @@ def started_by(sweep_run_dir) -> list:
     return re.findall(r"^# commit (\S+)$", log.read_text(), flags=re.M) if log.exists() else []
 
 
+def read_events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+
+
+def read_curve(run_dir) -> list:
+    """The evaluation curve [[step, return], ...] as TensorBoard shows it ([] if the run logged none)."""
+    events = read_events(run_dir)
+    return [[e.step, e.value] for e in events.Scalars(TAG)] if TAG in events.Tags()["scalars"] else []
+
+
 def read_run(run_dir):
     """(flags, evaluation curve) of one run folder: the flags from the hyperparameter table the script logs (the newest,
     which a resumed run rewrites), the curve as TensorBoard shows it (steps a stopped run logged past its checkpoint
     are purged)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    events = read_events(run_dir)
     if TAG not in events.Tags()["scalars"] or "hyperparameters/text_summary" not in events.Tags()["tensors"]:
         return None
     table = events.Tensors("hyperparameters/text_summary")[-1].tensor_proto.string_val[0].decode()

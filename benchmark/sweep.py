@@ -2,7 +2,8 @@
 
     python benchmark/sweep.py --scripts iql.py dvdn_gt.py vdn_ps.py --envs lbf-easy --seeds 1 2 3 -- --total-timesteps 2000000
 
-Each run gets its own working dir `<out>/<env>__<exp_name>__<seed>/` (the script writes its `runs/` there), with
+Each run gets its own working dir `<out>/<env>__<exp_name>__<seed>__<fingerprint>/` (the script writes its `runs/`
+there; the fingerprint is the record's, benchmark/records.py: other flags that change results, another dir), with
 stdout+stderr in `log.txt` and an empty `done` file written only when the script exits with code 0. Rerunning the same
 command skips dirs that have `done`, resumes the runs that left a checkpoint (`-- --checkpoint-frequency N`; the
 checkpoint stays in the run's dir, so put `--out` outside the checkout for long sweeps), and restarts the others.
@@ -28,7 +29,8 @@ from typing import Optional
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import git_commit, load_script, machine, machines, make_record, record_path, started_by, write_record  # noqa: E402
+from records import RUN_FOLDER, fingerprint, git_commit, load_script, machine, machines, make_record, read_curve  # noqa: E402
+from records import record_path, started_by, write_record  # noqa: E402  # noqa: E402
 from envs import env_family  # noqa: E402  (records.py puts the repository root on the path)
 
 
@@ -66,17 +68,22 @@ def make_grid(scripts, envs, seeds, seed_first=False):
     return [(script, env, seed) for script in scripts for env in envs for seed in seeds]
 
 
-def run_dir(out, script, env, seed):
-    return Path(out) / f"{env}__{Path(script).stem}__{seed}"
-
-
 def planned_flags(script, env, seed, extra):
     """Every flag value the run will use, as the script's own parser resolves them (imports the script: runs nothing)."""
     argv = ["--env", env, "--seed", str(seed), *extra]
-    flags, unknown = tyro.cli(load_script(str(Path(script).resolve())).Args, args=argv, return_unknown_args=True)
+    module = load_script(str(Path(script).resolve()))
+    if not hasattr(module, "Args"):
+        raise SystemExit(f"error: {script} defines no Args dataclass, so the sweep cannot tell its flags")
+    flags, unknown = tyro.cli(module.Args, args=argv, return_unknown_args=True)
     if unknown:
         raise SystemExit(f"error: {script} takes no {' '.join(unknown)} (see python {script} --help)")
     return vars(flags)
+
+
+def run_dir(out, script, env, seed, extra):
+    """The run's working dir, named by the settings that change its results: a sweep with other flags (another
+    learning rate, another budget) gets other dirs, so it neither skips nor resumes a run that is not its own."""
+    return Path(out) / f"{env}__{Path(script).stem}__{seed}__{fingerprint(planned_flags(script, env, seed, extra))}"
 
 
 def check_grid(scripts, envs):
@@ -93,7 +100,7 @@ def check_grid(scripts, envs):
 
 
 def is_done(script, env, seed, out, extra, results):
-    if (run_dir(out, script, env, seed) / "done").exists():
+    if (run_dir(out, script, env, seed, extra) / "done").exists():
         return True
     return bool(results) and record_path(results, planned_flags(script, env, seed, extra)).exists()
 
@@ -126,7 +133,7 @@ def claim(path):
 
 def run_one(script, env, seed, out, extra, results):
     """Run one script in its own dir and write its result record; return its exit code (0 when it skips the run)."""
-    path = run_dir(out, script, env, seed)
+    path = run_dir(out, script, env, seed, extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = claim(path)
     if lock is None:
@@ -150,6 +157,14 @@ def is_running(path):
     return False
 
 
+def trained_to_the_end(path, total_timesteps):
+    """The run folder whose evaluation curve reaches `total_timesteps` (its last checkpoint may lie at the end, where
+    no resume is possible: the run is finished and only its record and `done` are missing), else None."""
+    checkpoint = newest_checkpoint(path)
+    curve = read_curve(checkpoint.parent) if checkpoint and RUN_FOLDER.fullmatch(checkpoint.parent.name) else []
+    return checkpoint.parent if curve and curve[-1][0] >= total_timesteps else None
+
+
 def train(path, script, env, seed, extra, results):
     """Run the script in `path`, from its newest checkpoint if it left one; write the record if it ends well."""
     cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
@@ -161,10 +176,16 @@ def train(path, script, env, seed, extra, results):
         path.mkdir(parents=True)
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per run
     start = time.time()
+    finished = trained_to_the_end(path, planned_flags(script, env, seed, extra)["total_timesteps"])
     with open(path / "log.txt", "a") as log:
-        log.write(f"# commit {git_commit(Path(script).resolve().parent)}\n# machine {json.dumps(machine())}\n{shlex.join(cmd)}\n")
-        log.flush()
-        rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
+        if finished:  # stopped after its last step: nothing to train, the record and `done` are still to write
+            log.write(f"# {finished.name} trained to the end; not resumed\n")
+            rc = 0
+        else:
+            commit = git_commit(Path(script).resolve().parent)
+            log.write(f"# commit {commit}\n# machine {json.dumps(machine())}\n{shlex.join(cmd)}\n")
+            log.flush()
+            rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc == 0:
         if results:  # the record before `done`: a sweep killed in between still counts the run as done, by its record
             newest = max(path.glob("runs/*"), key=lambda p: p.stat().st_mtime)
@@ -235,7 +256,7 @@ if __name__ == "__main__":
     print(f"{len(grid)} runs in the grid, {len(grid) - len(todo)} already done, {len(todo)} to run", flush=True)
     if args.dry_run:  # each run that would start, and whether it resumes (how far it got) or starts afresh
         for script, env, seed in todo:
-            path = run_dir(args.out, script, env, seed)
+            path = run_dir(args.out, script, env, seed, extra)
             checkpoint = newest_checkpoint(path)
             state = f"resumes from {checkpoint}; {progress(path)}" if checkpoint else "starts from step 0"
             state = f"running in another sweep; {progress(path)}" if is_running(path) else state
@@ -245,5 +266,5 @@ if __name__ == "__main__":
         codes = list(pool.map(lambda run: run_one(*run, args.out, extra, args.results), todo))
     failed = [run for run, rc in zip(todo, codes) if rc != 0]
     for script, env, seed in failed:
-        print(f"failed: {script} --env {env} --seed {seed}; see {run_dir(args.out, script, env, seed) / 'log.txt'}")
+        print(f"failed: {script} --env {env} --seed {seed}; see {run_dir(args.out, script, env, seed, extra) / 'log.txt'}")
     sys.exit(1 if failed else 0)

@@ -1,5 +1,6 @@
 """Tests for benchmark/sweep.py and benchmark/report.py: statistics, table, and sweep + report end to end."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -21,26 +22,37 @@ from benchmark.mutants import MUTANTS, Mutant, survey  # noqa: E402
 from envs import PRESET_VERSIONS  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
-# Mimics the training scripts' CLI and run-dir naming, and logs eval/episodic_return = seed + step / 100 at steps
-# 0, 50, ..., total_timesteps. Uses tensorboard's own event writer (no torch import) to keep each run fast.
+# Mimics the training scripts' CLI (a tyro Args dataclass, so the sweep can plan its flags) and run-dir naming, and logs
+# eval/episodic_return = seed + step / 100 at steps 0, 50, ..., total_timesteps. Uses tensorboard's own event writer
+# (no torch import) to keep each run fast.
 FAKE_SCRIPT = """
-import argparse, time
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import tyro
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--env", default="lbf-easy")
-parser.add_argument("--seed", type=int, default=1)
-parser.add_argument("--total-timesteps", type=int, default=100)
-parser.add_argument("--resume")
-args = parser.parse_args()
-run_name = f"{args.env}__{__file__.split('/')[-1][:-3]}__{args.seed}__{int(time.time())}"
-writer = EventFileWriter(f"runs/{run_name}")
-for step in range(0, args.total_timesteps + 1, 50):
-    value = Summary.Value(tag="eval/episodic_return", simple_value=args.seed + step / 100)
-    writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=[value])))
-writer.close()
+
+@dataclass
+class Args:
+    env: str = "lbf-easy"
+    seed: int = 1
+    total_timesteps: int = 100
+    learning_rate: float = 0.1
+    resume: Optional[str] = None
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    run_name = f"{args.env}__{__file__.split('/')[-1][:-3]}__{args.seed}__{int(time.time())}"
+    writer = EventFileWriter(f"runs/{run_name}")
+    for step in range(0, args.total_timesteps + 1, 50):
+        value = Summary.Value(tag="eval/episodic_return", simple_value=args.seed + step / 100)
+        writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=[value])))
+    writer.close()
 """
 # seconds: a guard against a hung subprocess, not a speed test; generous, so that a machine busy training still passes
 TIMEOUT = 900
@@ -311,7 +323,7 @@ def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
     (again,) = read_records(tmp_path / "again")  # records.py finds the commits in the sweep's log too
     assert again["commit"] == "c" and again["started_by"] == record["started_by"] and again["eval"] == record["eval"]
     assert again["machines"] == record["machines"]  # and the machines
-    (run_dir,) = (tmp_path / "sw" / "lbf-hard__iql__7" / "runs").iterdir()
+    (run_dir,) = (tmp_path / "sw").glob("lbf-hard__iql__7__*[0-9a-f]/runs/*")
     assert make_record(run_dir, "c")["started_by"] == []  # a run folder on its own says nothing of its start
     (events,) = run_dir.glob("events.out.tfevents.*")  # a resume writes a second event file: its time adds up
     shutil.copy(events, run_dir / (events.name + ".resumed"))
@@ -326,7 +338,7 @@ def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
 def test_sweep_resume_and_report(tmp_path):
     for name in ["iql.py", "dvdn_gt.py"]:
         (tmp_path / name).write_text(FAKE_SCRIPT)
-    (tmp_path / "broken.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "broken.py").write_text(FAKE_SCRIPT.replace("args = tyro.cli(Args)", "raise SystemExit(3)"))
 
     def commit():  # a new commit of the checkout that holds the scripts (they stay untracked, so it is clean)
         git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -340,7 +352,8 @@ def test_sweep_resume_and_report(tmp_path):
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     run_dirs = sorted(d for d in (tmp_path / "sw").iterdir() if d.is_dir())
-    assert [d.name for d in run_dirs] == [f"lbf-easy__{e}__{s}" for e in ["dvdn_gt", "iql"] for s in [1, 2]]
+    assert [d.name[:-14] for d in run_dirs] == [f"lbf-easy__{e}__{s}" for e in ["dvdn_gt", "iql"] for s in [1, 2]]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", d.name[-12:]) for d in run_dirs)  # the settings' fingerprint
     assert all((d / "done").exists() and "--total-timesteps 100" in (d / "log.txt").read_text() for d in run_dirs)
 
     # resume: an interrupted run (no done marker, leftover files) is wiped and rerun; finished runs are skipped
@@ -376,22 +389,47 @@ def test_sweep_resume_and_report(tmp_path):
     # a failing run gets no done marker and makes the sweep exit non-zero
     broken = ["--scripts", "broken.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
     out = sweep(*broken, cwd=tmp_path)
-    assert out.returncode == 1 and not (tmp_path / "sw" / "lbf-easy__broken__1" / "done").exists()
+    assert out.returncode == 1 and not list((tmp_path / "sw").glob("lbf-easy__broken__1__*/done"))
+
+    # other flags that change results are another experiment: run in dirs of their own, not skipped as done
+    out = sweep(*grid, "--", "--total-timesteps", "100", "--learning-rate", "0.01", cwd=tmp_path)
+    assert out.returncode == 0 and "0 already done, 4 to run" in out.stdout, out.stdout + out.stderr
+    assert len(list((tmp_path / "sw").glob("lbf-easy__*__*__*/done"))) == 8
+    out = sweep(*grid, "--", "--total-timesteps", "100", "--learning-rate", "0.01", cwd=tmp_path)
+    assert "4 already done, 0 to run" in out.stdout, out.stdout
+
+
+def test_sweep_records_a_run_stopped_after_its_last_checkpoint(tmp_path):
+    """A run whose last checkpoint lies at its final step cannot resume (nothing is left to train): the sweep sees
+    that its curve reaches the end and marks it done without starting the script again."""
+    (tmp_path / "iql.py").write_text(FAKE_SCRIPT)
+    grid = ["--scripts", "iql.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None", "--",
+            "--total-timesteps", "100"]  # fmt: skip
+    assert sweep(*grid, cwd=tmp_path).returncode == 0
+    (path,) = (tmp_path / "sw").glob("lbf-easy__iql__1__*[0-9a-f]")
+    (run,) = (path / "runs").iterdir()
+    (path / "done").unlink()  # as if stopped after the checkpoint at step 100, before the sweep wrote `done`
+    (run / "checkpoint.pt").write_bytes(b"state at step 100")
+    log = (path / "log.txt").read_text()
+    out = sweep(*grid, cwd=tmp_path)
+    assert out.returncode == 0 and (path / "done").exists(), out.stdout + out.stderr
+    assert (path / "log.txt").read_text() == log + f"# {run.name} trained to the end; not resumed\n"  # not started
+    assert len(list((path / "runs").iterdir())) == 1
 
 
 def test_sweeps_sharing_a_folder_skip_a_run_another_one_holds_or_finished(tmp_path, capsys, monkeypatch):
-    from benchmark.sweep import claim, run_one
+    from benchmark.sweep import claim, run_dir, run_one
 
     (tmp_path / "iql.py").write_text(FAKE_SCRIPT)
     grid = ["--scripts", "iql.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
-    run = tmp_path / "sw" / "lbf-easy__iql__1"
+    run = run_dir(tmp_path / "sw", str(tmp_path / "iql.py"), "lbf-easy", 1, [])
     run.mkdir(parents=True)
     (run / "log.txt").write_text("global_step=60/100, SPS=370, ETA=0m01s\n")
     lock = claim(run)  # as the sweep that trains this run holds it
     out = sweep(*grid, "--dry-run", cwd=tmp_path)
     assert "iql.py --env lbf-easy --seed 1: running in another sweep; logged up to step 60" in out.stdout, out.stdout
     out = sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path)
-    assert out.returncode == 0 and "skipped: sw/lbf-easy__iql__1 is running in another sweep" in out.stdout, out.stdout
+    assert out.returncode == 0 and f"skipped: sw/{run.name} is running in another sweep" in out.stdout, out.stdout
     assert (run / "log.txt").read_text() == "global_step=60/100, SPS=370, ETA=0m01s\n" and not (run / "done").exists()
     lock.close()  # its holder stopped: the next sweep takes the run over
     assert sweep(*grid, "--", "--total-timesteps", "100", cwd=tmp_path).returncode == 0 and (run / "done").exists()
