@@ -13,6 +13,7 @@ record names. With `--readme`, the Table-1 tables and the ordering tables also r
 `<!-- report.py: begin -->` and `<!-- report.py: end -->`, so the front page never copies a number by hand.
 """
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmark"))
+from fewseeds import VERDICT_RULE, compare, iqm, last_tenth, profiles  # noqa: E402
 from records import OUTSIDE_FINGERPRINT, fingerprint, load_script, make_record, read_records, run_dirs  # noqa: E402
 
 
@@ -40,7 +42,9 @@ class Args:
     seed: int = 0
     """seed of the bootstrap RNG, so the report is reproducible"""
     readme: Optional[str] = None
-    """markdown file whose block between README_BEGIN and README_END gets the Table-1 and ordering tables (None: none)"""
+    """markdown file whose block between README_BEGIN and README_END gets the Table-1 tables and the verdicts (None: none)"""
+    reps: int = 2000
+    """bootstrap resamples for rliable's intervals (IQM, probability of improvement, performance profiles)"""
 
 
 COLUMNS = {"iql": "IQL", "iql_ps": "IQL (PS)", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
@@ -49,6 +53,11 @@ TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     # Table 1's MARBLER runs use the exact barrier QP (README, MARBLER): the -exact presets, beside MARBLER's numbers
     ("MARBLER (heterogeneous)", {"marbler-arctic-exact": "Arctic", "marbler-material-exact": "Material",
                                  "marbler-pcp-exact": "PCP", "marbler-warehouse-exact": "Warehouse"}, ["iql", "dvdn", "vdn"]),
+]  # fmt: skip
+FAMILIES = [  # (family, {env preset: task name}, (A, B) pairs to compare, Table 1's orderings low < mid < high)
+    ("LBF", TABLES[0][1], [("dvdn_gt", "vdn_ps"), ("dvdn_gt", "iql"), ("vdn_ps", "iql"), ("dvdn_gt", "iql_ps"),
+                           ("vdn_ps", "iql_ps"), ("iql_ps", "iql")], [("iql", "dvdn_gt", "vdn_ps"), ("iql_ps", "dvdn_gt", "vdn_ps")]),
+    ("MARBLER", TABLES[1][1], [("dvdn", "vdn"), ("dvdn", "iql"), ("vdn", "iql")], [("iql", "dvdn", "vdn")]),
 ]  # fmt: skip
 README_BEGIN, README_END = "<!-- report.py: begin -->", "<!-- report.py: end -->"
 MARBLER_BUDGET = 5_000_000  # env steps of a MARBLER run in Table 1; LBF's 2M is the scripts' default
@@ -182,86 +191,225 @@ def paper_interval(env, exp_name):
     return None if cell is None else {"mean": cell[0], "lo": round(cell[0] + cell[1], 6), "hi": round(cell[0] + cell[2], 6)}
 
 
-def resampled_best(values, n_resamples, rng):
-    """Bootstrap replicates of best_point's mean from its (n_seeds, n_steps) values: seeds resampled with replacement,
-    then the best step of their mean."""
-    idx = rng.integers(0, len(values), size=(n_resamples, len(values)))
-    return values[idx].mean(axis=1).max(axis=1)
-
-
-def gap_closure(low, mid, high, n_resamples=20_000, seed=0):
-    """Share of the low-to-high gap that mid closes, (mid - low) / (high - low) on best_point means, with a 95% bootstrap
-    CI: each algorithm's seeds are resampled on their own (independent runs). A ratio; None without a common step."""
-    values = [common_steps(curves)[1] for curves in (low, mid, high)]
-    if any(v.size == 0 for v in values):
-        return None
-    means = [v.mean(axis=0).max() for v in values]  # best_point's means
-    rng = np.random.default_rng(seed)
-    r_low, r_mid, r_high = (resampled_best(v, n_resamples, rng) for v in values)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = (r_mid - r_low) / (r_high - r_low)
-    finite = ratios[np.isfinite(ratios)]  # a resample whose two ends tie has no ratio
-    lo, hi = np.percentile(finite, [2.5, 97.5]) if len(finite) else (float("nan"), float("nan"))
-    estimate = (means[1] - means[0]) / (means[2] - means[0]) if means[2] != means[0] else float("nan")
-    gap_lo, gap_hi = np.percentile(r_high - r_low, [2.5, 97.5])  # the denominator, from the same resamples
-    return {"mean": estimate, "lo": float(lo), "hi": float(hi),
-            "gap": float(means[2] - means[0]), "gap_lo": float(gap_lo), "gap_hi": float(gap_hi)}  # fmt: skip
-
-
 def overlap(a, b):
     """Whether two 95% CIs, each a dict with "lo" and "hi", share a point."""
     return a["lo"] <= b["hi"] and b["lo"] <= a["hi"]
 
 
 def relation(a, b):
-    """'above', 'level' (the CIs overlap) or 'below': cell a against cell b, each a dict with "mean", "lo" and "hi"."""
+    """The paper's reading of its own cells: 'above', 'level' (its 10-seed CIs overlap) or 'below', a against b."""
     return "level" if overlap(a, b) else "above" if a["mean"] > b["mean"] else "below"
 
 
-def ordering_table(title, tasks, exp_names, runs, results, n_resamples, seed):
-    """Per task: does low < mid < high hold (Table 1's claim, columns in the paper's order), which CIs overlap, the gap
-    closure of mid, ours and the paper's, and where mid stands against high (the decentralised method against the
-    centralised one), ours and the paper's."""
-    low, mid, high = exp_names[:3]
-    name = COLUMNS
-    lines = [f"### {title}: ordering and gap closure", "",
-             f"| task | {name[low]} < {name[mid]} < {name[high]}? | CIs that overlap | gap {name[low]} to {name[high]} | "
-             f"gap closed by {name[mid]} | paper's gap closed | {name[mid]} against {name[high]}: ours, paper's |",
-             "|---" * 7 + "|"]  # fmt: skip
-    for env, task in tasks.items():
-        if not all(isinstance(results.get((env, e)), dict) for e in (low, mid, high)):
+def normaliser(env):
+    """(random play's return, the best return Table 1 reports on the task): the 0 and 1 of a normalised score."""
+    best = max(mean for (task, _), (mean, _, _) in PAPER.items() if task == env.removesuffix("-exact"))
+    return next(value for label, value in REFERENCES[env] if label == RANDOM), best
+
+
+def normalise(env, value):
+    low, high = normaliser(env)
+    return (value - low) / (high - low)
+
+
+def seed_scores(curves):
+    """{seed: the seed's mean over the last 10% of its evaluations}, each seed's own evaluations in step order."""
+    return {seed: last_tenth([v for _, v in sorted(zip(*curve))]) for seed, curve in sorted(curves.items()) if curve[0]}
+
+
+def score_matrix(runs, envs, exp_name, normalised=True):
+    """(seeds, tasks) matrix of an algorithm's scores on `envs` over the seeds it ran on every one of them, and the
+    seeds; None when it has no such seed."""
+    scores = [seed_scores(runs[env, exp_name]) for env in envs]
+    seeds = sorted(set.intersection(*(set(s) for s in scores)))
+    if not seeds:
+        return None
+    values = [[normalise(env, s[seed]) if normalised else s[seed] for env, s in zip(envs, scores)] for seed in seeds]
+    return np.array(values), seeds
+
+
+def budget(exp_name, env):
+    steps = int(table1_flags(exp_name, env)["total_timesteps"])
+    return f"{steps / 1e6:g}M"
+
+
+def family_envs(runs, tasks, exp_names):
+    """The family's tasks on which every one of `exp_names` has Table-1 runs."""
+    return [env for env in tasks if all((env, e) in runs for e in exp_names)]
+
+
+def verdicts(runs, families, reps, seed):
+    """Every comparison the report makes, as rows {"a", "b", "scope", "envs", "n_a", "n_b", "budget", "paper",
+    "agreement", **compare()}: per family over the tasks both algorithms ran, then per task."""
+    rows = []
+    for family, tasks, pairs, _ in families:
+        for a, b in pairs:
+            envs = family_envs(runs, tasks, [a, b])
+            scopes = ([(family, envs)] if len(envs) > 1 else []) + [(tasks[env], [env]) for env in envs]
+            for scope, scope_envs in scopes:
+                x, y = score_matrix(runs, scope_envs, a), score_matrix(runs, scope_envs, b)
+                if x is None or y is None:
+                    continue
+                row = {"a": a, "b": b, "scope": scope, "envs": scope_envs, "n_a": len(x[1]), "n_b": len(y[1]),
+                       "budget": budget(a, scope_envs[0]), **compare(x[0], y[0], reps, seed)}  # fmt: skip
+                papers = [relation(paper_interval_of(env, a), paper_interval_of(env, b)) for env in scope_envs
+                          if paper_reference(env, a)[0] and paper_reference(env, b)[0]
+                          and paper_reference(env, a)[0] != paper_reference(env, b)[0]]  # one paper column: no relation
+                row["paper"] = ", ".join(papers) if papers else "n/a"
+                row["agreement"] = agreement(row["verdict"], papers)
+                rows.append(row)
+    return rows
+
+
+def paper_interval_of(env, exp_name):
+    """paper_interval of the Table-1 cell a column is compared with (an LBF IQL (PS) column: the paper's IQL)."""
+    cell = paper_reference(env, exp_name)[0]
+    return {"mean": cell[0], "lo": round(cell[0] + cell[1], 6), "hi": round(cell[0] + cell[2], 6)}
+
+
+def agreement(verdict, papers):
+    """Ours against the paper's reading of its Table 1, task by task: only a verdict of above or below can agree."""
+    if verdict not in ("above", "below") or not papers:
+        return "cannot say"
+    same = sum(p == verdict for p in papers)
+    return "as the paper" if same == len(papers) else "against the paper" if same == 0 else f"as the paper on {same} of {len(papers)}"
+
+
+def verdict_sentence(row):
+    """The canonical sentence of a verdict, as the README's prose quotes it."""
+    return f"{COLUMNS[row['a']]} against {COLUMNS[row['b']]} on {row['scope']}: {row['verdict']}"
+
+
+def verdict_table(rows):
+    lines = ["### Verdicts", "", f"Rule: {VERDICT_RULE}", "",
+             "| A against B | over | seeds A; B | budget | P(A > B) (95% interval) | p | verdict | paper's Table 1, task by task | "
+             "ours against the paper |",
+             "|---" * 9 + "|"]  # fmt: skip
+    for row in rows:
+        interval = "" if np.isnan(row["lo"]) else f" ({row['lo']:.2f} to {row['hi']:.2f})"
+        over = row["scope"] + (f" ({len(row['envs'])} tasks)" if len(row["envs"]) > 1 else "")
+        lines.append(f"| {COLUMNS[row['a']]} against {COLUMNS[row['b']]} | {over} | {row['n_a']}; {row['n_b']} | "
+                     f"{row['budget']} | {row['poi']:.2f}{interval} | {row['p']:.3g} | **{row['verdict']}** | "
+                     f"{row['paper']} | {row['agreement']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def ordering_lines(rows, families):
+    """Table 1's ordering low < mid < high per family and per task, from the verdicts of mid against low and mid against
+    high: holds when both say so, fails when either says the opposite, otherwise not shown."""
+    find = {(r["a"], r["b"], r["scope"]): r["verdict"] for r in rows}
+    lines = ["### Table 1's ordering, from the verdicts", ""]
+    for family, tasks, _, orderings in families:
+        for low, mid, high in orderings:
+            for scope in [family, *tasks.values()]:
+                if (mid, low, scope) not in find or (mid, high, scope) not in find:
+                    continue
+                above_low, against_high = find[mid, low, scope], find[mid, high, scope]
+                if above_low == "above" and against_high == "below":
+                    result = "holds"
+                elif above_low == "below" or against_high == "above":
+                    result = "fails"
+                else:
+                    result = "not shown"
+                lines.append(f"- {COLUMNS[low]} < {COLUMNS[mid]} < {COLUMNS[high]} on {scope}: **{result}** "
+                             f"({COLUMNS[mid]} against {COLUMNS[low]}: {above_low}; against {COLUMNS[high]}: {against_high})")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def aggregate_table(runs, families, reps, seed):
+    """IQM of normalised scores per family and algorithm, with rliable's stratified bootstrap interval."""
+    lines = ["### Aggregates per family: IQM of normalised scores", "",
+             "A run's score is its mean over the last 10% of its evaluations, normalised per task to 0 for uniform random "
+             "play and 1 for the best return Table 1 reports on that task (the paper's best algorithm there). "
+             "IQM: the mean of the middle 50% of all (task, seed) scores of the family; interval: 95% stratified "
+             "bootstrap (seeds resampled within each task).", "",
+             "| family | algorithm | tasks | seeds per task | budget | IQM (95% interval) |", "|---" * 6 + "|"]  # fmt: skip
+    for family, tasks, pairs, _ in families:
+        exp_names = list(dict.fromkeys(e for pair in pairs for e in pair))
+        envs = family_envs(runs, tasks, [e for e in exp_names if any((env, e) in runs for env in tasks)])
+        if not envs:
             continue
-        best = {e: results[env, e] for e in (low, mid, high)}
-        holds = best[low]["mean"] < best[mid]["mean"] < best[high]["mean"]
-        pairs = [(a, b) for a, b in [(low, mid), (mid, high), (low, high)] if overlap(best[a], best[b])]
-        overlapping = ", ".join(f"{name[a]} / {name[b]}" for a, b in pairs) or "none"
-        single = [name[e] for e in (low, mid, high) if best[e]["n_seeds"] < 2]
-        if single:  # one seed has no CI: overlap cannot be judged
-            overlapping = "not judged: one seed for " + ", ".join(single)
-        closure = gap_closure(runs[env, low], runs[env, mid], runs[env, high], n_resamples, seed)
-        cells = [task, "yes" if holds else "no", overlapping]
-        if closure is None:
-            cells += ["n/a", "n/a"]
-        else:
-            # a bootstrap over one seed has no spread: a CI is shown only where every algorithm it resamples has two seeds
-            gap_has_ci = best[low]["n_seeds"] > 1 and best[high]["n_seeds"] > 1
-            cells.append(format_interval(closure["gap"], closure["gap_lo"], closure["gap_hi"], gap_has_ci))
-            # a share of a gap that may be zero is no number: it is withheld once the gap's CI reaches zero
-            if gap_has_ci and closure["gap_lo"] <= 0:
-                cells.append("undefined: the gap's CI reaches 0")
-            else:
-                cells.append(format_interval(closure["mean"], closure["lo"], closure["hi"], not single))
-        references = [paper_reference(env, e)[0] for e in (low, mid, high)]
-        if all(references):
-            p_low, p_mid, p_high = (reference[0] for reference in references)
-            cells.append(f"{(p_mid - p_low) / (p_high - p_low):.2f}")
-        else:
-            cells.append("n/a")
-        ours = "not judged" if min(best[mid]["n_seeds"], best[high]["n_seeds"]) < 2 else relation(best[mid], best[high])
-        theirs = [paper_interval(env, e) for e in (mid, high)]
-        cells.append(f"{ours}, {relation(*theirs) if all(theirs) else 'n/a'}")
-        lines.append("| " + " | ".join(cells) + " |")
+        matrices = {e: score_matrix(runs, envs, e) for e in exp_names if all((env, e) in runs for env in envs)}
+        estimates = iqm({e: m[0] for e, m in matrices.items() if m}, reps, seed)
+        for exp_name, (point, lo, hi) in estimates.items():
+            lines.append(f"| {family} | {COLUMNS[exp_name]} | {', '.join(tasks[env] for env in envs)} | "
+                         f"{len(matrices[exp_name][1])} | {budget(exp_name, envs[0])} | {point:.2f} ({lo:.2f} to {hi:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def metric_table(runs, tables):
+    """Per cell: the paper's metric (max over evaluations of the seed mean) beside each seed's mean over the last 10% of
+    its evaluations, averaged over seeds, and the seeds' own values where there are 3 or fewer."""
+    lines = ["### Per cell: the paper's metric beside the mean over the last 10% of training", "",
+             "| task | algorithm | n | budget | max over evaluations of the seed mean | last 10%: seed mean | last 10%: per seed |",
+             "|---" * 7 + "|"]  # fmt: skip
+    for _, tasks, exp_names in tables:
+        for env, task in tasks.items():
+            for exp_name in exp_names:
+                if (env, exp_name) not in runs:
+                    continue
+                steps, values = common_steps(runs[env, exp_name])
+                scores = seed_scores(runs[env, exp_name])
+                best = f"{values.mean(axis=0).max():.2f}" if len(steps) else "no common step"
+                per_seed = ", ".join(f"{v:.2f}" for v in scores.values()) if len(scores) <= 3 else "(n > 3: in report.md)"
+                lines.append(f"| {task} | {COLUMNS.get(exp_name, exp_name)} | {len(scores)} | {budget(exp_name, env)} | "
+                             f"{best} | {np.mean(list(scores.values())):.2f} | {per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
+def gap_table(runs, rows, title, tasks, low, mid, high):
+    """Share of the low-to-high gap that mid closes, (mid - low) / (high - low), on both metrics and in the paper; point
+    estimates only (whether mid lies between the two at all is the ordering's verdict). Ours is given only where the
+    family's verdict puts high above low: a share of a gap not shown to exist is no number."""
+    gap = next((r["verdict"] for r in rows if (r["a"], r["b"], r["scope"]) == (high, low, title)), "not compared")
+    lines = [f"### {title}: gap from {COLUMNS[low]} to {COLUMNS[high]} closed by {COLUMNS[mid]}", "",
+             "| task | on the paper's metric | on the last 10% | paper's |", "|---" * 4 + "|"]  # fmt: skip
+    for env, task in tasks.items():
+        if not all((env, e) in runs for e in (low, mid, high)):
+            continue
+        best = [common_steps(runs[env, e])[1].mean(axis=0).max() for e in (low, mid, high)]
+        last = [np.mean(list(seed_scores(runs[env, e]).values())) for e in (low, mid, high)]
+        refs = [paper_reference(env, e)[0] for e in (low, mid, high)]
+        cells = [f"{(m - lo) / (hi - lo):.2f}" for lo, m, hi in (best, last)] if gap == "above" else \
+            [f"undefined: {COLUMNS[high]} against {COLUMNS[low]} on {title} is {gap}"] * 2
+        cells.append(f"{(refs[1][0] - refs[0][0]) / (refs[2][0] - refs[0][0]):.2f}" if all(refs) else "n/a")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 4 else ""
+
+
+def plot_profiles(runs, families, path, reps, seed):
+    """Performance profiles, one panel per family: the share of runs whose normalised score exceeds tau, with bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for family, tasks, pairs, _ in families:
+        exp_names = list(dict.fromkeys(e for pair in pairs for e in pair))
+        present = [e for e in exp_names if any((env, e) in runs for env in tasks)]
+        envs = family_envs(runs, tasks, present)
+        if envs:
+            matrices = {e: score_matrix(runs, envs, e) for e in present}
+            panels.append((family, envs, {e: m[0] for e, m in matrices.items() if m}))
+    panels = [panel for panel in panels if panel[2]]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (family, envs, matrices) in zip(axes[0], panels):
+        taus = np.linspace(min(0.0, min(m.min() for m in matrices.values())), max(1.2, max(m.max() for m in matrices.values())), 101)
+        points, bands = profiles(matrices, taus, reps, seed)
+        for exp_name in matrices:
+            color = f"C{list(COLUMNS).index(exp_name)}"
+            ax.plot(taus, points[exp_name], color=color, label=f"{COLUMNS[exp_name]} (n={len(matrices[exp_name])} per task)")
+            ax.fill_between(taus, bands[exp_name][0], bands[exp_name][1], color=color, alpha=0.15)
+        ax.set(title=f"{family}: {', '.join(envs)}", xlabel="normalised score tau (0: random play, 1: the paper's best)",
+               ylabel="fraction of runs with score > tau", ylim=(0, 1.02))
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def format_interval(mean, lo, hi, has_ci):
@@ -397,9 +545,22 @@ def other_settings_table(other, flags, n_resamples, seed):
     return "\n".join(lines) + "\n"
 
 
+def check_inputs(args):
+    """Stop in one line on folders that do not exist, rather than write empty tables over the old ones."""
+    for folder in ([args.results] if args.results else []) + list(args.runs):
+        if not Path(folder).is_dir():
+            raise SystemExit(f"error: {folder} is not a folder")
+    if args.readme and not Path(args.readme).is_file():
+        raise SystemExit(f"error: {args.readme} is not a file")
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    groups, records = load_groups(args.results, args.runs)
+    check_inputs(args)
+    try:
+        groups, records = load_groups(args.results, args.runs)
+    except (ValueError, KeyError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+        raise SystemExit(f"error: a record under {args.results} cannot be read: {error!r}")
     flags = {key: next(iter(seeds.values()))["flags"] for key, seeds in records.items()}  # one fingerprint: equal flags
     runs, other = split_by_defaults(groups)
     print(f"found {sum(len(c) for c in groups.values())} runs: {len(runs)} (task, algorithm) groups in Table 1's settings, "
@@ -417,21 +578,23 @@ if __name__ == "__main__":
         tables.append(("Other tasks", {env: env for env in others}, sorted({e for env, e in runs if env in others})))
     note = (f"Each cell: ours as mean (CI low - mean, CI high - mean) with n seeds; then the paper's Table 1 number. "
             f"Bootstrap: {args.n_resamples} resamples of the seeds, percentiles 2.5/97.5, RNG seed {args.seed}; over 2 or 3 "
-            f"seeds such an interval is about the seeds' range (over 2, exactly), so it shows where the seeds fell and "
-            f"under-covers. "
-            f"Only eval steps that every seed of a cell reached are used. Gap closed: (middle - left) / (right - left) of "
-            f"the columns' means, as in the paper's abstract; its CI resamples each algorithm's seeds on their own and "
-            f"picks the best step anew in every resample. Made by `benchmark/report.py`.")  # fmt: skip
+            f"seeds such an interval is about the seeds' range (over 2, exactly): it shows where the seeds fell, covers the "
+            f"true mean far less often than 95%, and no verdict is read from it (the verdicts below have their own rule). "
+            f"Only eval steps that every seed of a cell reached are used. Made by `benchmark/report.py`.")  # fmt: skip
     text = ["## Results: maximum average `eval/episodic_return` over evaluation points, 95% bootstrap CI over seeds", "",
             note, ""]  # fmt: skip
+    rows = verdicts(runs, FAMILIES, args.reps, args.seed)
     table1 = [make_table(*table, results) for table in tables[: len(TABLES)]]
-    for title, tasks, cols in TABLES:  # the claim against IQL, and against IQL (PS) where it ran: either may be Table 1's
-        table1.append(ordering_table(title, tasks, cols, runs, results, args.n_resamples, args.seed))
-        if cols[0] == "iql" and any(env in tasks and e == "iql_ps" for env, e in runs):
-            table1.append(ordering_table(f"{title}, IQL (PS) as the lower bound", tasks, ["iql_ps", *cols[1:]], runs,
-                                         results, args.n_resamples, args.seed))  # fmt: skip
-    table1 = [section for section in table1 if section]
-    text += table1[: len(TABLES)] + [make_table(*table, results) for table in tables[len(TABLES) :]] + table1[len(TABLES) :]
+    stats = [metric_table(runs, tables), aggregate_table(runs, FAMILIES, args.reps, args.seed)]
+    if plot_profiles(runs, FAMILIES, out / "profiles.png", args.reps, args.seed):
+        stats.append("PROFILES")
+    stats += [verdict_table(rows), ordering_lines(rows, FAMILIES)]
+    for (family, tasks, _, orderings) in FAMILIES:
+        stats += [gap_table(runs, rows, family, tasks, *ordering) for ordering in orderings]
+    stats = [section for section in stats if section]
+    figure = lambda folder: f"![performance profiles]({Path(os.path.relpath(out / 'profiles.png', folder)).as_posix()})\n"  # noqa: E731
+    text += table1 + [make_table(*table, results) for table in tables[len(TABLES) :]]
+    text += [figure(out) if section == "PROFILES" else section for section in stats]
     if runs:
         text.append(runs_table(records))
     if other:
@@ -447,7 +610,8 @@ if __name__ == "__main__":
         text.append(f"![{env}]({env}.png)\n")
     (out / "report.md").write_text("\n".join(text))
     if args.readme:
-        write_readme_block(args.readme, table1)
+        block = [figure(Path(args.readme).parent) if section == "PROFILES" else section for section in stats]
+        write_readme_block(args.readme, table1 + block)
         print(f"wrote the Table-1 block of {args.readme}")
     print("\n".join(text))
     print(f"wrote {out / 'report.md'}")
