@@ -9,8 +9,10 @@ listed apart, with the flags that differ from the defaults. For each (task, algo
 at each evaluation step, take the maximum over steps, and give a 95% bootstrap CI over seeds at that step (the paper's
 metric, specs/dvdn.md §6). Only the evaluation steps that every seed logged are used, so every point averages the same
 seeds. The report also lists every run in Table 1's cells with its own best, its training time and the commits its
-record names. With `--readme`, the Table-1 tables and the ordering tables also replace the README's text between the lines
-`<!-- report.py: begin -->` and `<!-- report.py: end -->`, so the front page never copies a number by hand.
+record names. Beside the paper's metric it gives each seed's mean over the last 10% of its evaluations, the IQM of
+normalised scores per family of tasks, performance profiles, and the verdicts of one rule (benchmark/fewseeds.py). With
+`--readme`, all but the per-run lists also replace the README's text between the lines `<!-- report.py: begin -->` and
+`<!-- report.py: end -->`, so the front page never copies a number or a verdict by hand.
 """
 
 import os
