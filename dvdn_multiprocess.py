@@ -382,6 +382,9 @@ if __name__ == "__main__":
         raise SystemExit(f"error: start this script with torchrun, one process per agent: torchrun --nproc-per-node "
                          f"{n_agents} {os.path.basename(__file__)} --env {args.env} (see docs/multiprocess.md)")
     if int(os.environ["WORLD_SIZE"]) != n_agents:
+        if int(os.environ["RANK"]) > 0:  # agent 0 says why, in one line; torchrun ends the others when it stops
+            time.sleep(args.peer_timeout)
+            raise SystemExit(1)
         raise SystemExit(f"error: --env {args.env} has {n_agents} agents but torchrun started {os.environ['WORLD_SIZE']} "
                          f"processes; start {n_agents} (--nproc-per-node {n_agents}, or nodes x processes = {n_agents})")
     try:
