@@ -2,6 +2,7 @@
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -260,16 +261,38 @@ RESUME_FREE = {"track", "wandb_project_name", "wandb_entity", "save_model", "cap
 def save_checkpoint(path: str, **state):
     """Pickles the training state and the global random generators; atomic: a kill mid-write leaves the last checkpoint."""
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({**state, "rng": rng}, path + ".tmp", pickle_protocol=4)  # protocol 4 stores numpy's bytes as they are
-    os.replace(path + ".tmp", path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # protocol 4 stores numpy's bytes as they are
+        torch.save({**state, "rng": rng, "script": os.path.basename(__file__)}, path + ".tmp", pickle_protocol=4)
+        os.replace(path + ".tmp", path)
+    except (OSError, RuntimeError) as e:  # a full disk, a file-size limit (torch raises either): the last one stays
+        raise SystemExit(f"error: writing the checkpoint {path} failed ({type(e).__name__}); the last one is kept")
 
 
 def load_checkpoint(path: str):
     path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
     if not os.path.isfile(path):
         raise SystemExit(f"error: --resume: no checkpoint at {path}")
-    return torch.load(path, weights_only=False)  # a full pickle: resume only checkpoints you trust
+    try:
+        checkpoint = torch.load(path, weights_only=False)  # a full pickle: resume only checkpoints you trust
+    except Exception as e:  # noqa: BLE001  (a truncated or foreign file fails in many ways)
+        raise SystemExit(f"error: --resume: {path} is not a readable checkpoint ({type(e).__name__})")
+    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+        raise SystemExit(f"error: --resume: {path} is not a training checkpoint (a --save-model file?)")
+    script = checkpoint.get("script", "an older version of the scripts")  # another script's would train the wrong algorithm
+    if script != os.path.basename(__file__):
+        raise SystemExit(f"error: --resume: {path} was written by {script}; resume it with that script")
+    return checkpoint
+
+
+def writable(folder: str) -> bool:
+    """Whether files can be written in `folder` (made if missing); tried with a real file, since root ignores modes."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
@@ -287,8 +310,8 @@ if __name__ == "__main__":
 
     for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
                  "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]:  # fmt: skip
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        if not 0 < getattr(args, name) < np.inf:  # NaN and inf fail too
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive and finite, got {getattr(args, name)}")
     for name in ["gamma", "start_e", "end_e", "eval_epsilon", "tau"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
@@ -298,16 +321,29 @@ if __name__ == "__main__":
         raise SystemExit(f"error: --seed must lie in [0, {2**32 - 100_000 - 1}], got {args.seed}")
     if not (0.0 <= args.beta1 < 1.0 and 0.0 <= args.beta2 < 1.0):
         raise SystemExit(f"error: --beta1 and --beta2 must lie in [0, 1), got {args.beta1} and {args.beta2}")
-    if args.adam_eps <= 0:
-        raise SystemExit(f"error: --adam-eps must be positive, got {args.adam_eps}")
+    if not 0 < args.adam_eps < np.inf:
+        raise SystemExit(f"error: --adam-eps must be positive and finite, got {args.adam_eps}")
     if args.checkpoint_frequency < 0:
         raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
+    if args.checkpoint_frequency and not writable(args.checkpoint_dir):
+        raise SystemExit(f"error: --checkpoint-dir {args.checkpoint_dir} is not a folder this run can write checkpoints to")
     if args.batch_size > args.buffer_size:
         raise SystemExit(f"error: --batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
     if args.consensus_rounds < 0:
         raise SystemExit(f"error: --consensus-rounds must be 0 or more, got {args.consensus_rounds}")
     if not 0.0 <= args.link_prob <= 1.0:
         raise SystemExit(f"error: --link-prob must lie in [0, 1], got {args.link_prob}")
+    # TRY NOT TO MODIFY: env setup, before the run folder is made, so that a bad env leaves none
+    try:
+        env, eval_env = make_env(args.env, args.seed), make_env(args.env, args.seed + 100_000)
+        eval_rng = np.random.default_rng(args.seed + 100_000)  # evaluation's epsilon draws leave training's stream alone
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    n_agents = env.n_agents
+
+    if args.topology in ("switching", "static") and connected_probability(n_agents, args.link_prob) < 1e-3:
+        raise SystemExit(f"error: --link-prob {args.link_prob} connects {n_agents} agents in under 1 of 1000 draws of the "
+                         "graph; raise it, or use --topology none to train without links")  # fmt: skip
     run_name = checkpoint["run_name"] if checkpoint else f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if args.track:
         import wandb  # lazy: untracked runs never import wandb
@@ -336,14 +372,6 @@ if __name__ == "__main__":
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # TRY NOT TO MODIFY: env setup
-    try:
-        env, eval_env = make_env(args.env, args.seed), make_env(args.env, args.seed + 100_000)
-        eval_rng = np.random.default_rng(args.seed + 100_000)  # evaluation's epsilon draws leave training's stream alone
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    n_agents = env.n_agents
-
     # ALGO LOGIC: one Q-network per agent, input o_i + one-hot(i), all starting from the same weights (an agreed seed)
     q_networks = [QNetwork(env.obs_size + n_agents, env.n_actions, args.hidden_dim).to(device) for _ in range(n_agents)]
     target_networks = [QNetwork(env.obs_size + n_agents, env.n_actions, args.hidden_dim).to(device) for _ in range(n_agents)]
@@ -354,9 +382,6 @@ if __name__ == "__main__":
     w = torch.stack([parameters_to_vector(q_networks[i].parameters()) for i in range(n_agents)]).detach()
     z, g_prev, m, v = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
     hidden = None
-    if args.topology in ("switching", "static") and connected_probability(n_agents, args.link_prob) < 1e-3:
-        raise SystemExit(f"error: --link-prob {args.link_prob} connects {n_agents} agents in under 1 of 1000 draws of the "
-                         "graph; raise it, or use --topology none to train without links")  # fmt: skip
     if args.topology in ("switching", "static"):
         adj = random_graph(n_agents, args.link_prob)
     else:
@@ -433,6 +458,8 @@ if __name__ == "__main__":
             delta_minus = n_agents * consensus(deltas.detach(), W, args.consensus_rounds) - deltas.detach()
             # agent i minimises mean((delta_i + delta_-i)^2) with delta_-i held constant
             loss = ((deltas + delta_minus) ** 2 * mask_b.unsqueeze(-1)).sum() / mask_b.sum()
+            if not torch.isfinite(loss):  # stop before the update: the parameters and the last checkpoint stay finite
+                raise SystemExit(f"error: the TD loss is {loss.item()} at step {global_step + 1}; stopped before updating")
 
             for i in range(n_agents):
                 q_networks[i].zero_grad()
@@ -501,6 +528,9 @@ if __name__ == "__main__":
                             adj=adj, gradient_step=gradient_step)  # fmt: skip
             last_checkpoint = global_step + 1
 
+    if gradient_step == 0:
+        raise SystemExit(f"error: no gradient step in {args.total_timesteps} steps: fewer than --batch-size {args.batch_size} "
+                         "episodes ended; raise --total-timesteps")
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.pt"
         torch.save([q_networks[i].state_dict() for i in range(n_agents)], model_path)

@@ -64,23 +64,31 @@ def unpickle_checkpoint(path: Path, script):
 def load_agents(model: Path):
     """(script module, env name, run seed, networks): a list of per-agent networks, or one shared network (the _ps scripts).
     `model` is a --save-model file or a checkpoint (or its folder), inside the run folder whose name gives the script."""
-    model = model / "checkpoint.pt" if model.is_dir() else model
-    match = RUN_FOLDER.fullmatch(model.parent.name)
+    match = RUN_FOLDER.fullmatch((model if model.is_dir() else model.parent).name)
     if not match:
         raise SystemExit(f"error: {model} is not inside a run folder named {{env}}__{{exp_name}}__{{seed}}__{{unix_time}}")
     env_name, exp_name, seed = match.group(1), match.group(2), int(match.group(3))
+    if model.is_dir():  # a run folder: its checkpoint, else its --save-model file
+        model = next((p for p in [model / "checkpoint.pt", model / f"{exp_name}.pt"] if p.is_file()), model / "checkpoint.pt")
+    if not model.is_file():
+        raise SystemExit(f"error: no model at {model} (give a --save-model file, a checkpoint.pt or a run folder with one)")
+    if not (ROOT / f"{exp_name}.py").is_file():
+        raise SystemExit(f"error: the run folder names the script {exp_name}.py, which is not in {ROOT}")
     script = load_script(str(ROOT / f"{exp_name}.py"))
-    if model.name == "checkpoint.pt":
-        checkpoint = unpickle_checkpoint(model, script)
-        print(f"{model}: step {checkpoint['global_step']} of {checkpoint['args']['total_timesteps']}")
-        return script, env_name, seed, checkpoint.get("q_networks") or checkpoint["q_network"]
-    saved = torch.load(model)
-    networks = []
-    for state in saved if isinstance(saved, list) else [saved]:
-        hidden_dim, input_size = state["fc1.weight"].shape
-        network = script.QNetwork(input_size, state["fc2.weight"].shape[0], hidden_dim)
-        network.load_state_dict(state)
-        networks.append(network)
+    try:
+        if model.name == "checkpoint.pt":
+            checkpoint = unpickle_checkpoint(model, script)
+            print(f"{model}: step {checkpoint['global_step']} of {checkpoint['args']['total_timesteps']}")
+            return script, env_name, seed, checkpoint.get("q_networks") or checkpoint["q_network"]
+        saved = torch.load(model)
+        networks = []
+        for state in saved if isinstance(saved, list) else [saved]:
+            hidden_dim, input_size = state["fc1.weight"].shape
+            network = script.QNetwork(input_size, state["fc2.weight"].shape[0], hidden_dim)
+            network.load_state_dict(state)
+            networks.append(network)
+    except Exception as e:  # noqa: BLE001  (a truncated file, another kind of file: many errors, one message)
+        raise SystemExit(f"error: {model} is not a model or checkpoint of {exp_name}.py ({type(e).__name__})")
     return script, env_name, seed, networks if isinstance(saved, list) else networks[0]
 
 
@@ -209,12 +217,20 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.episodes < 1 or not 0 <= args.epsilon <= 1:
         raise SystemExit(f"error: --episodes must be at least 1 and --epsilon in [0, 1]; got {args.episodes}, {args.epsilon}")
+    if args.env_seed is not None and not 0 <= args.env_seed < 2**32:
+        raise SystemExit(f"error: --env-seed must lie in [0, {2**32 - 1}], got {args.env_seed}")
     script, env_name, seed, agents = load_agents(Path(args.model))
     if args.lbf_food and env_family(env_name) != "lbf":
         raise SystemExit(f"error: --lbf-food counts LBF's food; this model's env is {env_name}")
     tallies = ([FoodTally()] if args.lbf_food else []) + ([EndTally()] if args.ends else [])
     env_seed = seed + 100_000 if args.env_seed is None else args.env_seed
     env, rng = make_env(env_name, env_seed), np.random.default_rng(env_seed)
+    networks = agents if isinstance(agents, list) else [agents]
+    if any(net.fc1.in_features not in (env.obs_size, env.obs_size + env.n_agents) or net.fc2.out_features != env.n_actions
+           or len(networks) not in (1, env.n_agents) for net in networks):  # fmt: skip
+        raise SystemExit(f"error: the model's {len(networks)} network(s) map {networks[0].fc1.in_features} inputs to "
+                         f"{networks[0].fc2.out_features} actions; {env_name} has {env.n_agents} agents, {env.obs_size} "
+                         f"inputs and {env.n_actions} actions (a model of another env, or a run folder renamed?)")
     returns = evaluate(script, env, agents, args.episodes, args.epsilon, rng, args.video, tallies)
     mean, lo, hi = mean_ci(returns)
     print(f"{args.model}: {env_name}, epsilon {args.epsilon}, {args.episodes} episodes: "

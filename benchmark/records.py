@@ -179,8 +179,17 @@ def write_record(record, results) -> Path:
 
 
 def read_records(results):
-    """Every record under `results`, as dicts."""
-    return [json.loads(path.read_text()) for path in sorted(Path(results).rglob("*.json"))]
+    """Every record under `results`, as dicts; a folder that is not there, or a file that is not a record, stops in one
+    line that names it (a typo must not blank a table)."""
+    if not Path(results).is_dir():
+        raise SystemExit(f"error: no folder of records at {results}")
+    records = []
+    for path in sorted(Path(results).rglob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SystemExit(f"error: {path} is not a result record ({e})")
+    return records
 
 
 def run_dirs(folders):
@@ -192,7 +201,13 @@ def run_dirs(folders):
 if __name__ == "__main__":
     args = tyro.cli(Args)
     commit = args.commit or git_commit(Path(__file__).parent)
-    for run_dir in run_dirs(args.runs):
-        sweep_dir = run_dir.resolve().parents[1]
-        record = make_record(run_dir, commit, started_by(sweep_dir), machines(sweep_dir))  # a sweep's <run dir>/runs/<run folder>
+    for folder in args.runs:
+        if not Path(folder).is_dir():
+            raise SystemExit(f"error: --runs {folder} is not a folder")
+    found = run_dirs(args.runs)
+    if not found:
+        raise SystemExit(f"error: no run folders ({{env}}__{{exp_name}}__{{seed}}__{{unix_time}}) under {' '.join(args.runs)}")
+    for run_dir in found:
+        sweep_dir = run_dir.resolve().parents[1]  # a sweep's <run dir>/runs/<run folder>
+        record = make_record(run_dir, commit, started_by(sweep_dir), machines(sweep_dir))
         print(f"{run_dir}: " + (f"wrote {write_record(record, args.results)}" if record else f"no {TAG}, skipped"))

@@ -12,15 +12,18 @@ trains, and a sweep that finds a run locked, or finished meanwhile, skips it.
 Everything after `--` is passed unchanged to every script.
 """
 
+import ctypes
 import fcntl
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +113,21 @@ def newest_checkpoint(path):
     return checkpoints[-1] if checkpoints else None
 
 
+def intact(checkpoint) -> bool:
+    """Whether a checkpoint file is whole: torch.save writes a zip archive, whose CRCs a truncated or damaged file fails."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def die_with_parent():
+    """Run in the child before it starts (Linux): the kernel sends it SIGTERM when the sweep dies, even by SIGKILL, so a
+    stopped sweep leaves no trainer behind that a later sweep would double (the run's lock dies with the sweep)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 def progress(path):
     """How far a stopped run got, from its log: the last progress line and the last evaluation ('' if it logged none)."""
     log = (Path(path) / "log.txt").read_text() if (Path(path) / "log.txt").exists() else ""
@@ -169,15 +187,19 @@ def train(path, script, env, seed, extra, results):
     """Run the script in `path`, from its newest checkpoint if it left one; write the record if it ends well."""
     cmd = [sys.executable, str(Path(script).resolve()), "--env", env, "--seed", str(seed), *extra]
     checkpoint = newest_checkpoint(path)
-    if checkpoint:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped
+    finished = trained_to_the_end(path, planned_flags(script, env, seed, extra)["total_timesteps"])
+    damaged = checkpoint and not finished and not intact(checkpoint)
+    if checkpoint and not damaged:  # a stopped run goes on from its newest checkpoint, bitwise as if never stopped
         cmd += ["--resume", str(checkpoint.resolve())]
-    else:  # an unfinished run without a checkpoint restarts from scratch
+    else:  # an unfinished run without a (readable) checkpoint restarts from scratch
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
+    if damaged:
+        print(f"restarted: {path} from step 0, its checkpoint {checkpoint.name} was damaged", flush=True)
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per run
     start = time.time()
-    finished = trained_to_the_end(path, planned_flags(script, env, seed, extra)["total_timesteps"])
     with open(path / "log.txt", "a") as log:
+        log.write(f"# restarted from step 0: the checkpoint {checkpoint} was damaged\n" if damaged else "")
         if finished:  # stopped after its last step: nothing to train, the record and `done` are still to write
             log.write(f"# {finished.name} trained to the end; not resumed\n")
             rc = 0
@@ -185,7 +207,8 @@ def train(path, script, env, seed, extra, results):
             commit = git_commit(Path(script).resolve().parent)
             log.write(f"# commit {commit}\n# machine {json.dumps(machine())}\n{shlex.join(cmd)}\n")
             log.flush()
-            rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(cmd, cwd=path, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None).returncode
     if rc == 0:
         if results:  # the record before `done`: a sweep killed in between still counts the run as done, by its record
             newest = max(path.glob("runs/*"), key=lambda p: p.stat().st_mtime)
@@ -236,6 +259,10 @@ if __name__ == "__main__":
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = tyro.cli(Args, args=argv[:split]), argv[split + 1 :]
     grid = make_grid(args.scripts, args.envs, args.seeds, args.seed_first)
+    if args.workers < 1:
+        raise SystemExit(f"error: --workers must be at least 1, got {args.workers}")
+    if args.task_id is not None and not 0 <= args.task_id < len(grid):
+        raise SystemExit(f"error: --task-id must lie in [0, {len(grid) - 1}] for this grid, got {args.task_id}")
     check_grid(() if args.slurm or args.wandb_sweep else args.scripts, args.envs)
 
     if args.slurm or args.wandb_sweep:

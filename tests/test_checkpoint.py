@@ -1,6 +1,7 @@
 """Checkpoint and resume: a run killed after a checkpoint and resumed is bitwise the run that was never stopped."""
 
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,69 @@ def test_resume_keeps_flags_that_change_the_run(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert longer.returncode == 0, longer.stderr
     assert "global_step=700, eval_episodic_return" in longer.stdout
+
+
+def test_a_checkpoint_resumes_only_in_its_own_script_and_only_when_readable(tmp_path):
+    """Another script's checkpoint (which would train another algorithm under this one's name), an older checkpoint
+    without a script name, a truncated file, random bytes, a --save-model file: each stops in one line before any file
+    is written, for all six scripts."""
+    finish(start("iql_ps.py", tmp_path, "--total-timesteps", "300", "--checkpoint-frequency", "150"))
+    (checkpoint,) = (tmp_path / "runs").glob("*/checkpoint.pt")
+    (model,) = (tmp_path / "runs").glob("*/iql_ps.pt")
+    torch.save({"args": {}, "global_step": 150}, tmp_path / "older.pt")  # checkpoints before 2026-12-07 named no script
+    (tmp_path / "truncated.pt").write_bytes(checkpoint.read_bytes()[:1000])
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    files = sorted(str(p) for p in tmp_path.rglob("*") if p.is_file())
+    cases = [(checkpoint, "was written by iql_ps.py; resume it with that script"),
+             (model, "is not a training checkpoint (a --save-model file?)"),
+             (tmp_path / "older.pt", "was written by an older version of the scripts; resume it with that script"),
+             (tmp_path / "truncated.pt", "is not a readable checkpoint"),
+             (tmp_path / "noise.pt", "is not a readable checkpoint")]  # fmt: skip
+    for script in SCRIPTS:
+        for path, message in cases if script != "iql_ps.py" else cases[1:]:
+            out = subprocess.run([sys.executable, str(ROOT / script), "--resume", str(path)], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode != 0 and len(lines) == 1, (script, out.stderr)
+            assert lines[0].startswith(f"error: --resume: {path} {message}"), (script, out.stderr)
+    assert sorted(str(p) for p in tmp_path.rglob("*") if p.is_file()) == files  # nothing written anywhere
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_loss_that_overflows_stops_the_run_before_the_update(script, tmp_path):
+    """A learning rate of 1e30 passes the flag checks (finite, positive) and overflows the TD loss at the second gradient
+    step: the run stops there in one line, and its last checkpoint holds finite parameters."""
+    flags = ["--env", "lbf-hard", "--total-timesteps", "600", "--learning-rate", "1e30", "--checkpoint-frequency", "50"]
+    out = start(script, tmp_path, *flags).communicate(timeout=600)[0]
+    assert re.search(r"^error: the TD loss is (inf|nan) at step \d+; stopped before updating$", out, flags=re.M), out
+    assert "Traceback" not in out
+    (checkpoint,) = (tmp_path / "runs").glob("*/checkpoint.pt")
+    from benchmark.evaluate import unpickle_checkpoint  # the classes were pickled as the script's, run as __main__
+    from benchmark.records import load_script
+
+    state = unpickle_checkpoint(checkpoint, load_script(str(ROOT / script)))
+    assert state["gradient_step"] >= 1  # the overflowing step comes after at least one update and one checkpoint
+    def tensors(value):  # a network, a list of networks (one per agent) or dvdn_gt.py's parameter rows
+        return [value] if torch.is_tensor(value) else [p for m in (value if isinstance(value, list) else [value])
+                                                        for p in m.parameters()]  # fmt: skip
+
+    learned = [t for key in ("q_networks", "q_network", "w") if key in state for t in tensors(state[key])]
+    assert learned and all(torch.isfinite(t).all() for t in learned)
+
+
+def test_a_checkpoint_write_that_fails_stops_the_run_in_one_line(tmp_path):
+    """A file-size limit of 1 MB (as a full disk would) fails the first checkpoint write: one line, not a traceback."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    cmd = [sys.executable, str(ROOT / "iql.py"), *SHORT, "--env", "lbf-hard", "--total-timesteps", "600",
+           "--checkpoint-frequency", "300"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    (lines,) = [out.stderr.strip().splitlines()]
+    assert out.returncode != 0 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.fullmatch(r"error: writing the checkpoint \S+checkpoint.pt failed \(\w+\); the last one is kept", lines[0])
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint(tmp_path, monkeypatch):

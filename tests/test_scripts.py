@@ -131,6 +131,20 @@ def test_capture_video_films_evaluations_and_changes_nothing(script, env, tmp_pa
         ("dvdn_gt.py", ["--beta1", "-0.1"], "--beta1 and --beta2 must lie in [0, 1)"),
         ("dvdn_gt.py", ["--consensus-rounds", "-1"], "--consensus-rounds must be 0 or more"),
         ("dvdn.py", ["--link-prob", "1.5"], "--link-prob must lie in [0, 1]"),
+        # NaN and inf: every comparison with NaN is False, so each check must be written to fail on it
+        ("iql.py", ["--learning-rate", "inf"], "--learning-rate must be positive and finite, got inf"),
+        ("dvdn_gt.py", ["--learning-rate", "nan"], "--learning-rate must be positive and finite, got nan"),
+        ("dvdn_gt.py", ["--adam-eps", "nan"], "--adam-eps must be positive and finite, got nan"),
+        ("vdn.py", ["--max-grad-norm", "nan"], "--max-grad-norm must be positive and finite, got nan"),
+        ("iql_ps.py", ["--tau", "nan"], "--tau must be positive and finite, got nan"),
+        ("vdn_ps.py", ["--gamma", "nan"], "--gamma must lie in [0, 1], got nan"),
+        ("dvdn.py", ["--link-prob", "nan"], "--link-prob must lie in [0, 1], got nan"),
+        ("dvdn_gt.py", ["--beta1", "nan"], "--beta1 and --beta2 must lie in [0, 1)"),
+        ("iql.py", ["--eval-epsilon", "nan"], "--eval-epsilon must lie in [0, 1], got nan"),
+        ("vdn.py", ["--checkpoint-frequency", "100", "--checkpoint-dir", "/proc/version/x"], "/proc/version/x is not"),
+        # a budget in which fewer than --batch-size episodes end trains nothing: not a run to keep
+        ("iql.py", ["--env", "lbf-hard", "--total-timesteps", "100", "--batch-size", "10", "--save-model"],
+         "no gradient step"),
     ],
 )
 def test_bad_input_gives_one_line(script, flags, message, tmp_path):
@@ -139,6 +153,9 @@ def test_bad_input_gives_one_line(script, flags, message, tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert message in result.stderr
+    if "no gradient step" not in message:  # stopped before the run folder (and a wandb run) is made
+        assert not (tmp_path / "runs").exists()
+    assert not list(tmp_path.rglob("*.pt"))  # and no untrained network is saved
 
 
 def test_bad_choice_is_rejected_by_the_cli(tmp_path):
