@@ -92,7 +92,7 @@ class Args:
     consensus_rounds: int = 1
     """Metropolis averaging rounds on the local TDs per training step (K)"""
     peer_timeout: float = 60.0
-    """seconds an agent waits for another agent's message before it stops, naming the agent it lost"""
+    """seconds an agent waits for the others to meet at the start, and for each message, before it stops naming the one lost"""
     beta1: float = 0.9
     """GTAdam decay of the first moment of the tracker z"""
     beta2: float = 0.999
@@ -334,8 +334,10 @@ def load_checkpoint(path: str):
         checkpoint = torch.load(path, weights_only=False)  # a full pickle: resume only checkpoints you trust
     except Exception as e:  # noqa: BLE001  (a truncated or foreign file fails in many ways)
         raise SystemExit(f"error: --resume: {path} is not a readable checkpoint ({type(e).__name__})")
-    script = checkpoint.get("script", "an older script version") if isinstance(checkpoint, dict) else "no script"
-    if script != os.path.basename(__file__):  # another script's checkpoint would train the wrong algorithm silently
+    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+        raise SystemExit(f"error: --resume: {path} is not a training checkpoint (a --save-model file?)")
+    script = checkpoint.get("script", "an older version of the scripts")  # another script's would train the wrong algorithm
+    if script != os.path.basename(__file__):
         raise SystemExit(f"error: --resume: {path} was written by {script}; resume it with that script")
     return checkpoint
 
@@ -421,6 +423,7 @@ if __name__ == "__main__":
         raise SystemExit(f"error: the {n_agents} agents did not all meet within --peer-timeout ({type(e).__name__})")
     links = Links(store)
     env, eval_env = WorldCopy(env, links), WorldCopy(eval_env, links)
+    sys.__stdout__.reconfigure(line_buffering=True)  # one write per line, so that the agents' lines never cut into each other
     if i > 0:
         sys.stdout = open(os.devnull, "w")  # every copy of the world plays the same episodes: agent 0 prints the team's lines
     run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
