@@ -20,6 +20,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmark.checks import at_least_one  # noqa: E402
 from envs import make_env  # noqa: E402
 
 
@@ -37,6 +38,7 @@ class Args:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    at_least_one(buffer_size=args.buffer_size, repeats=args.repeats)
     script = importlib.import_module(Path(args.script).stem)  # registered in sys.modules, so its classes pickle
     env, rng = make_env(args.env, 0), np.random.default_rng(0)
     rb = script.ReplayBuffer(args.buffer_size, env.episode_limit, env.n_agents, env.obs_size)

@@ -19,6 +19,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmark.evaluate import EndTally, evaluate, mean_ci  # noqa: E402
+from benchmark.checks import numpy_seeds  # noqa: E402
 from envs import make_env  # noqa: E402
 
 
@@ -50,6 +51,7 @@ def warehouse_team(env):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    numpy_seeds(env_seed=args.env_seed)
     if not args.env.startswith("marbler-warehouse"):
         raise SystemExit(f"error: the scripted team plays Warehouse only; --env {args.env} is not a Warehouse preset")
     if args.episodes < 1:

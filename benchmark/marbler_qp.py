@@ -16,6 +16,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmark.checks import at_least_one  # noqa: E402
 from benchmark.random_returns import random_returns  # noqa: E402
 from envs.marbler import TASKS  # noqa: E402
 from envs.robotarium import BarrierQP, daqp  # noqa: E402
@@ -51,6 +52,7 @@ def daqp_only(A, b, u0):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    at_least_one(episodes=args.episodes, repeats=args.repeats)
     qps = record_qps(args.episodes)
     active = np.array([np.any(A @ u0 > b) for A, b, u0 in qps])
     barrier = {(n, solver): BarrierQP(n, solver) for n in (4, 6) for solver in ("daqp", "cvxopt")}

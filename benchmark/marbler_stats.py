@@ -20,6 +20,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere: find envs/
+from benchmark.checks import at_least_one, numpy_seeds  # noqa: E402
 from envs.marbler import MarblerEnv  # noqa: E402
 
 
@@ -79,6 +80,8 @@ def share_se(flags):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    at_least_one(episodes=args.episodes)
+    numpy_seeds(seed=args.seed)
     print(f"solver={args.solver} episodes={args.episodes} seed={args.seed}")
     for name in args.tasks:
         start = time.perf_counter()

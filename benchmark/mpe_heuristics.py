@@ -12,6 +12,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmark.checks import at_least_one, numpy_seeds  # noqa: E402
 from envs import make_env  # noqa: E402
 from envs.mpe import HEURISTICS, catches  # noqa: E402
 
@@ -56,6 +57,8 @@ def play(name: str, policy: str, episodes: int, seed: int, still_opponent: bool 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    at_least_one(episodes=args.episodes)
+    numpy_seeds(seed=args.seed)
     print(f"{args.episodes} episodes, seed {args.seed}; mean ± s.e.")
     print("| env | policy | opponent | team return | catches per episode (Tag) | adversary's last distance to goal |")
     print("|---|---|---|---|---|---|")

@@ -11,6 +11,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmark.checks import at_least_one, numpy_seeds  # noqa: E402
 from envs import make_env  # noqa: E402
 
 
@@ -39,6 +40,8 @@ def random_returns(name: str, episodes: int, seed: int):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    at_least_one(episodes=args.episodes)
+    numpy_seeds(seed=args.seed)
     print(f"| env | uniform-random team return (mean ± s.e., {args.episodes} episodes, seed {args.seed}) |\n|---|---|")
     for name in args.envs:
         returns = random_returns(name, args.episodes, args.seed)

@@ -576,6 +576,15 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
         ("consensus_rounds.py", ["--rounds", "-1"], "error: --rounds must be one or more numbers >= 0"),
         ("mutants.py", ["--only", "no-such-mutant"], "error: unknown mutant no-such-mutant; choose from "),
         ("mutants.py", ["--timeout", "0"], "error: --timeout must be positive, got 0"),
+        ("evaluate.py", ["model.pt", "--epsilon", "nan"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
+        ("consensus_rounds.py", ["--link-prob", "nan"], "error: --link-prob must lie in (0, 1]"),
+        ("checkpoint_cost.py", ["--buffer-size", "0"], "error: --buffer-size must be at least 1, got 0"),
+        ("checkpoint_cost.py", ["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
+        ("marbler_qp.py", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
+        ("marbler_stats.py", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
+        ("mpe_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
+        ("random_returns.py", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
+        ("marbler_heuristics.py", ["--env-seed", "-1"], "error: --env-seed must lie in [0, 4294967295], got -1"),
     ]
     for tool, arguments, message in cases:
         out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
