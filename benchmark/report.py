@@ -2,17 +2,19 @@
 
     python benchmark/report.py --results results --out docs/results --readme README.md
 
-Reads every record under `--results` (benchmark/records.py) and every run folder `{env}__{exp_name}__{seed}__{unix_time}`
-under `--runs`. Runs are seeds of one experiment only when their fingerprints match. Table 1's cells use the runs made
-with the scripts' current defaults (the fingerprint of `Args()`, with the env); runs under any other settings are
-listed apart, with the flags that differ from the defaults. For each (task, algorithm): average the return over seeds
-at each evaluation step, take the maximum over steps, and give a 95% bootstrap CI over seeds at that step (the paper's
-metric, specs/dvdn.md §6). Only the evaluation steps that every seed logged are used, so every point averages the same
-seeds. The report also lists every run in Table 1's cells with its own best, its training time and the commits its
-record names. Beside the paper's metric it gives each seed's mean over the last 10% of its evaluations, the IQM of
-normalised scores per family of tasks, performance profiles, and the verdicts of one rule (benchmark/fewseeds.py). With
-`--readme`, all but the per-run lists also replace the README's text between the lines `<!-- report.py: begin -->` and
-`<!-- report.py: end -->`, so the front page never copies a number or a verdict by hand.
+Reads every record under `--results` (benchmark/records.py) and every run folder
+`{env}__{exp_name}__{seed}__{unix_time}` under `--runs`. Runs are seeds of one experiment only when their fingerprints
+match. Table 1's cells use the runs made with the scripts' current defaults (the fingerprint of `Args()`, with the env);
+runs under any other settings are listed apart, with the flags that differ from the defaults. For each (task,
+algorithm): average the return over seeds at each evaluation step, take the maximum over steps, and give a 95% bootstrap
+CI over seeds at that step (the paper's metric, docs/algorithms.md, "Reported metric"). Only the evaluation steps that
+every seed logged are used, so every point averages the same seeds. The report also lists every run in Table 1's cells
+with its own best, its training time and the commits its record names. Beside the paper's metric it gives each seed's
+mean over the last 10% of its evaluations, the IQM of normalised scores per family of tasks, performance profiles, and
+the verdicts of one rule (benchmark/fewseeds.py). With `--readme`, Table 1's tables, the verdicts over whole families of
+tasks, Table 1's orderings over them and the performance profiles also replace the README's text between the lines
+`<!-- report.py: begin -->` and `<!-- report.py: end -->`, so the front page never copies a number or a verdict by
+hand; the rest stays in report.md.
 """
 
 import os
@@ -44,7 +46,7 @@ class Args:
     seed: int = 0
     """seed of the bootstrap RNG, so the report is reproducible"""
     readme: Optional[str] = None
-    """markdown file whose block between README_BEGIN and README_END gets the Table-1 tables and the verdicts (None: none)"""
+    """markdown file whose block between README_BEGIN and README_END gets the Table-1 tables and the family verdicts"""
     reps: int = 2000
     """bootstrap resamples for rliable's intervals (IQM, probability of improvement, performance profiles)"""
 
@@ -52,7 +54,7 @@ class Args:
 COLUMNS = {"iql": "IQL", "iql_ps": "IQL (PS)", "dvdn": "DVDN", "dvdn_gt": "DVDN (GT)", "vdn": "VDN", "vdn_ps": "VDN (PS)"}
 TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     ("LBF (homogeneous)", {"lbf-easy": "Easy", "lbf-medium": "Medium", "lbf-hard": "Hard"}, ["iql", "dvdn_gt", "vdn_ps"]),
-    # Table 1's MARBLER runs use the exact barrier QP (README, MARBLER): the -exact presets, beside MARBLER's numbers
+    # Table 1's MARBLER runs use the exact barrier QP (docs/marbler.md): the -exact presets, beside MARBLER's numbers
     ("MARBLER (heterogeneous)", {"marbler-arctic-exact": "Arctic", "marbler-material-exact": "Material",
                                  "marbler-pcp-exact": "PCP", "marbler-warehouse-exact": "Warehouse"}, ["iql", "dvdn", "vdn"]),
 ]  # fmt: skip
@@ -115,8 +117,8 @@ def default_flags(exp_name, env):
 
 
 def table1_flags(exp_name, env):
-    """The flags of a Table-1 run: today's defaults at the paper's budget (specs/dvdn.md section 5: LBF 2M env steps, the
-    scripts' default; MARBLER 5M). None when there is no such script."""
+    """The flags of a Table-1 run: today's defaults at the paper's budget (docs/algorithms.md, "Defaults": LBF 2M env steps,
+    the scripts' default; MARBLER 5M). None when there is no such script."""
     defaults = default_flags(exp_name, env)
     if defaults is not None and env.startswith("marbler-"):
         defaults["total_timesteps"] = str(MARBLER_BUDGET)
@@ -296,14 +298,32 @@ def verdict_table(rows):
     return "\n".join(lines) + "\n"
 
 
-def ordering_lines(rows, families):
-    """Table 1's ordering low < mid < high per family and per task, from the verdicts of mid against low and mid against
-    high: holds when both say so, fails when either says the opposite, otherwise not shown."""
+def family_verdict_table(rows, families, report="report.md"):
+    """The front page's short form of the verdict table: one row per comparison over a whole family of tasks; `report`
+    is the link to the full report, whose verdict table has every comparison per task too."""
+    names = {family for family, *_ in families}
+    lines = ["### Verdicts over each family of tasks", "",
+             f"The rule, and every comparison per task: [the full report]({report}#verdicts).", "",
+             "| A against B | over | seeds A; B | budget | P(A > B) (95% interval) | verdict | "
+             "paper's Table 1, task by task |",
+             "|---" * 7 + "|"]  # fmt: skip
+    for row in rows:
+        if row["scope"] in names:
+            interval = "" if np.isnan(row["lo"]) else f" ({row['lo']:.2f} to {row['hi']:.2f})"
+            lines.append(f"| {COLUMNS[row['a']]} against {COLUMNS[row['b']]} | {row['scope']} ({len(row['envs'])} tasks) | "
+                         f"{row['n_a']}; {row['n_b']} | {row['budget']} | {row['poi']:.2f}{interval} | **{row['verdict']}** | "
+                         f"{row['paper']} |")  # fmt: skip
+    return "\n".join(lines) + "\n" if len(lines) > 6 else ""
+
+
+def ordering_lines(rows, families, per_task=True):
+    """Table 1's ordering low < mid < high per family (and per task unless not `per_task`), from the verdicts of mid
+    against low and mid against high: holds when both say so, fails when either says the opposite, otherwise not shown."""
     find = {(r["a"], r["b"], r["scope"]): r["verdict"] for r in rows}
     lines = ["### Table 1's ordering, from the verdicts", ""]
     for family, tasks, _, orderings in families:
         for low, mid, high in orderings:
-            for scope in [family, *tasks.values()]:
+            for scope in [family, *tasks.values()] if per_task else [family]:
                 if (mid, low, scope) not in find or (mid, high, scope) not in find:
                     continue
                 above_low, against_high = find[mid, low, scope], find[mid, high, scope]
@@ -611,9 +631,12 @@ if __name__ == "__main__":
         plot_task(env, curves, out / f"{env}.png", args.n_resamples, args.seed)
         text.append(f"![{env}]({env}.png)\n")
     (out / "report.md").write_text("\n".join(text))
-    if args.readme:
-        block = [figure(Path(args.readme).parent) if section == "PROFILES" else section for section in stats]
-        write_readme_block(args.readme, table1 + block)
+    if args.readme:  # the front page: Table 1's tables, the verdicts over whole families, the orderings, the profiles
+        report = Path(os.path.relpath(out / "report.md", Path(args.readme).parent)).as_posix()
+        block = table1 + [family_verdict_table(rows, FAMILIES, report), ordering_lines(rows, FAMILIES, per_task=False)]
+        if "PROFILES" in stats:
+            block.append(figure(Path(args.readme).parent))
+        write_readme_block(args.readme, [section for section in block if section])
         print(f"wrote the Table-1 block of {args.readme}")
     print("\n".join(text))
     print(f"wrote {out / 'report.md'}")
