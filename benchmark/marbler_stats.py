@@ -1,4 +1,4 @@
-"""Uniform-random-policy statistics and speed of the MARBLER tasks (envs/marbler.py), next to specs/marbler.md §9.1.
+"""Uniform-random-policy statistics and speed of the MARBLER tasks (envs/marbler.py), next to docs/marbler-simulator.md §9.1.
 
     taskset -c 0 python benchmark/marbler_stats.py                        # 200 episodes per task, cvxopt (default)
     taskset -c 0 python benchmark/marbler_stats.py --solver daqp    # the exact, faster QP solver (deviation)
@@ -7,7 +7,7 @@ Protocol of the reference (§9.1): a RandomState seeded with `--seed` spawns the
 agent draws `randint(n_actions)` from the same RandomState (MARBLER used numpy's global RNG for both). With the
 default solver and seed 0 this reproduces MARBLER's 200 reference episodes. Run it pinned to one core (`taskset -c 0`)
 for the speed column: env steps per second over the whole run (reset, step and the policy's draws), compared with the
-spec's per-step times of the original (PyPI rps driven like MARBLER, §8.5; the original is not run here).
+measured per-step times of the original (PyPI rps driven like MARBLER, §8.5; the original is not run here).
 """
 
 import sys

@@ -10,7 +10,7 @@ import lbforaging  # noqa: F401  (registers the Foraging-* ids)
 import numpy as np
 from lbforaging.foraging import ForagingEnv
 
-# preset -> (lbforaging id, keyword overrides); see the README and specs/lbf.md
+# preset -> (lbforaging id, keyword overrides); see docs/environments.md and docs/lbf.md
 PRESETS = {
     "lbf-easy": ("Foraging-10x10-3p-3f-v3", {}),
     "lbf-medium": ("Foraging-2s-10x10-3p-3f-v3", {}),

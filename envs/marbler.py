@@ -1,6 +1,7 @@
 """MARBLER Robotarium tasks (Arctic Transport, Material Transport, Predator Capture Prey, Warehouse).
 
-A clean-room re-implementation from specs/marbler.md ("§" below cites it), behind the API of envs/__init__.py.
+A clean-room re-implementation of the rules in docs/marbler-simulator.md ("§" below cites its sections), behind the
+API of envs/__init__.py.
 The tasks run on the Robotarium simulator core of envs/robotarium.py; each only defines spawns, step lengths,
 observations, rewards and termination.
 

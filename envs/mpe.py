@@ -1,7 +1,7 @@
 """Multi-Agent Particle Environment (mpe2 1.1.1, Farama's maintained MPE) behind the API described in envs/__init__.py.
 
 The presets are the partially observable tasks that the first author's MPE fork registers (SimpleSpread-v2, SimpleTag-v2,
-SimpleAdversary-v2): what each learner sees is in the README's MPE section and in specs/mpe.md. The suffix "-full" gives
+SimpleAdversary-v2): what each learner sees is in docs/environments.md (MPE) and docs/mpe.md. The suffix "-full" gives
 the same task with mpe2's full observations. The opponents of Tag (the prey) and Adversary (the adversary) are scripted
 here, with a three-step look-ahead through mpe2's own integrator; only the cooperative team learns.
 """

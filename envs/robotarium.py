@@ -1,4 +1,4 @@
-"""The Robotarium simulator core that MARBLER's tasks run on, written once in numpy (specs/marbler.md, "§" cites it).
+"""The Robotarium simulator core that MARBLER's tasks run on, in numpy (docs/marbler-simulator.md; "§" cites it).
 
 Discrete action -> waypoint (§2.3); go-to-point controller, barrier-certificate QP and unicycle mapping (§2.4); Euler
 ticks (§2.5) with a violation test before each tick (§2.6, §2.7); and the grid spawn sampler (§2.12). The QP is solved

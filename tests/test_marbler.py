@@ -1,4 +1,4 @@
-"""Tests for envs/marbler.py against specs/marbler.md (§9.3 unit checks, §9.1 statistics, the envs/ API).
+"""Tests for envs/marbler.py against docs/marbler-simulator.md (§9.3 unit checks, §9.1 statistics, the envs/ API).
 
     pytest tests/test_marbler.py                 # fast checks (about 20 s on 2 cores)
     pytest tests/test_marbler.py -m slow         # only the long test: §9.1 reproduced with cvxopt, 200 episodes (~90 s)

@@ -1,4 +1,4 @@
-"""Tests for envs/mpe.py against specs/mpe.md: the API of envs/__init__.py, the first author's partial observations,
+"""Tests for envs/mpe.py against docs/mpe.md: the API of envs/__init__.py, the first author's partial observations,
 the 25-step time-out, seeding, pickling (checkpoints) and the scripted prey."""
 
 import pickle
