@@ -77,9 +77,14 @@ def interval(score_dict, func, reps, seed):
     """rliable's point estimates and 95% stratified percentile bootstrap intervals, seeded."""
     from rliable import library as rly
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's note that RandomState will give way to Generator
-        return rly.get_interval_estimates(score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
+    state = np.random.get_state()
+    np.random.seed(seed)  # rliable 1.2.0's stratified bootstrap draws from numpy's global generator, not random_state
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch's note that RandomState will give way to Generator
+            return rly.get_interval_estimates(score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(state)  # and leaves the caller's stream as it was
 
 
 def iqm(score_dict, reps=2000, seed=0):

@@ -187,6 +187,9 @@ def test_interval_method_coverage_on_simulated_seeds():
     scores = rng.normal(size=(3, 3))
     ours, theirs = stratified_iqm_interval(scores, 20_000, rng), iqm({"a": scores}, reps=4000)["a"][1:]
     assert ours == pytest.approx(theirs, abs=0.05)  # the simulation's interval is rliable's
+    state = np.random.get_state()
+    assert iqm({"a": scores}, reps=500)["a"] == iqm({"a": scores}, reps=500)["a"]  # seeded: the same report every time
+    assert np.array_equal(np.random.get_state()[1], state[1])  # without moving numpy's global stream
     measured = {(1, 2): 0.49, (1, 3): 0.74, (1, 10): 0.93, (3, 2): 0.77, (3, 3): 0.86, (3, 10): 0.93}
     for (tasks, n), coverage in measured.items():
         lo, hi = coverage - 0.07, min(coverage + 0.07, 0.95)
@@ -596,6 +599,8 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
         ("mpe_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
         ("random_returns.py", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
         ("marbler_heuristics.py", ["--env-seed", "-1"], "error: --env-seed must lie in [0, 4294967295], got -1"),
+        ("records.py", ["--runs", "nowhere"], "error: --runs nowhere is not a folder"),
+        ("records.py", ["--runs", "."], "error: no run folders ({env}__{exp_name}__{seed}__{unix_time}) under ."),
     ]
     for tool, arguments, message in cases:
         out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
