@@ -1,7 +1,6 @@
 # docs and experiment results: README.md#iql_pspy (parent: iql.py)
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -30,7 +29,7 @@ class Args:
     track: bool = False
     """if True, mirror the TensorBoard scalars to Weights & Biases"""
     wandb_project_name: str = "ma-q-learning"
-    """wandb project (one name shared by all five scripts)"""
+    """wandb project (one name shared by all the scripts)"""
     wandb_entity: Optional[str] = None
     """wandb team or user; None means your default entity"""
     save_model: bool = False
@@ -46,7 +45,7 @@ class Args:
 
     # Algorithm specific arguments
     env: str = "lbf-easy"
-    """environment preset defined in envs/ (lbf-easy, lbf-medium, lbf-hard, marbler-*) or a raw lbforaging id"""
+    """env preset: lbf-{easy,medium,hard}, marbler-{arctic,material,pcp,warehouse}[-exact], mpe-{spread,tag,adversary}"""
     total_timesteps: int = 2_000_000
     """environment steps to train for"""
     learning_rate: float = 3e-4
@@ -154,22 +153,6 @@ class ReplayBuffer:
                 self.mask[idx, :t])  # fmt: skip
         return [torch.as_tensor(x, device=device) for x in data]
 
-    def __getstate__(self):
-        """For checkpoints: the filled slots only, each array as int8 when that loses nothing (LBF's observations, actions)."""
-        state = {**self.__dict__}
-        for k in ("obs", "actions", "rewards", "terminated", "mask"):
-            state[k] = state[k][: self.size]
-            if np.array_equal(state[k].astype(np.int8), state[k]):
-                state[k] = state[k].astype(np.int8)
-        return state
-
-    def __setstate__(self, state):
-        for k in ("obs", "actions", "rewards", "terminated", "mask"):
-            full = np.zeros((state["capacity"], *state[k].shape[1:]), dtype=np.int64 if k == "actions" else np.float32)
-            full[: state["size"]] = state[k]
-            state[k] = full
-        self.__dict__.update(state)
-
 
 class RunningMeanStd:
     """Running mean and variance of a stream of numbers (parallel-batch Welford update)."""
@@ -190,60 +173,14 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
     return max(slope * t + start_e, end_e)
 
 
-# flags that leave what a run computes unchanged, so a resumed run may give them new values
-RESUME_FREE = {"track", "wandb_project_name", "wandb_entity", "save_model", "capture_video", "checkpoint_frequency",
-               "checkpoint_dir", "resume", "total_timesteps"}  # fmt: skip
-
-
-def save_checkpoint(path: str, **state):
-    """Pickles the training state and the global random generators; atomic: a kill mid-write leaves the last checkpoint."""
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)  # protocol 4 stores numpy's bytes as they are
-        torch.save({**state, "rng": rng, "script": os.path.basename(__file__)}, path + ".tmp", pickle_protocol=4)
-        os.replace(path + ".tmp", path)
-    except (OSError, RuntimeError) as e:  # a full disk, a file-size limit (torch raises either): the last one stays
-        raise SystemExit(f"error: writing the checkpoint {path} failed ({type(e).__name__}); the last one is kept")
-
-
-def load_checkpoint(path: str):
-    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: --resume: no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, weights_only=False)  # a full pickle: resume only checkpoints you trust
-    except Exception as e:  # noqa: BLE001  (a truncated or foreign file fails in many ways)
-        raise SystemExit(f"error: --resume: {path} is not a readable checkpoint ({type(e).__name__})")
-    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
-        raise SystemExit(f"error: --resume: {path} is not a training checkpoint (a --save-model file?)")
-    script = checkpoint.get("script", "an older version of the scripts")  # another script's would train the wrong algorithm
-    if script != os.path.basename(__file__):
-        raise SystemExit(f"error: --resume: {path} was written by {script}; resume it with that script")
-    return checkpoint
-
-
-def writable(folder: str) -> bool:
-    """Whether files can be written in `folder` (made if missing); tried with a real file, since root ignores modes."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-        return True
-    except OSError:
-        return False
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    # TRY NOT TO MODIFY: a resumed run takes the checkpoint's flags, except those given again on the command line
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
-    if checkpoint:
-        args = tyro.cli(Args, default=Args(**{**checkpoint["args"], "resume": args.resume}))
-        for key in [key for key in checkpoint["args"] if key not in RESUME_FREE]:
-            if getattr(args, key) != checkpoint["args"][key]:
-                flag, value = key.replace("_", "-"), checkpoint["args"][key]
-                raise SystemExit(f"error: --{flag} differs from the checkpoint's ({value}) and would change the run")
-        if args.total_timesteps <= checkpoint["global_step"]:
-            raise SystemExit(f"error: --total-timesteps must exceed the checkpoint's {checkpoint['global_step']} steps")
+    # TRY NOT TO MODIFY: checkpoints live in checkpoints.py, imported only by a run that writes or resumes one
+    checkpoint = None
+    if args.checkpoint_frequency or args.resume:
+        import checkpoints
+
+        args, checkpoint = checkpoints.start(Args, args, __file__)  # a resume takes the checkpoint's flags
 
     for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
                  "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]:  # fmt: skip
@@ -258,8 +195,6 @@ if __name__ == "__main__":
         raise SystemExit(f"error: --seed must lie in [0, {2**32 - 100_000 - 1}], got {args.seed}")
     if args.checkpoint_frequency < 0:
         raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
-    if args.checkpoint_frequency and not writable(args.checkpoint_dir):
-        raise SystemExit(f"error: --checkpoint-dir {args.checkpoint_dir} is not a folder this run can write checkpoints to")
     if args.batch_size > args.buffer_size:
         raise SystemExit(f"error: --batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
     # TRY NOT TO MODIFY: env setup, before the run folder is made, so that a bad env leaves none
@@ -289,12 +224,14 @@ if __name__ == "__main__":
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
+    print(f"run folder: runs/{run_name} (TensorBoard: tensorboard --logdir runs)")
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(1)  # small networks: more threads gain little, and lose several-fold on a busy machine
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
@@ -311,23 +248,17 @@ if __name__ == "__main__":
     gradient_step = 0
     # ALGO LOGIC: a resumed run continues with the checkpoint's learner
     if checkpoint:
-        q_network, target_network = checkpoint["q_network"], checkpoint["target_network"]
-        optimizer, gradient_step = checkpoint["optimizer"], checkpoint["gradient_step"]
+        q_network, target_network, optimizer, gradient_step = checkpoint["learner"]
         params = list(q_network.parameters())  # the restored network's
 
     # TRY NOT TO MODIFY: start the game, or go on from where the checkpoint left it, random generators included
     if checkpoint:
-        env, eval_env, eval_rng = checkpoint["env"], checkpoint["eval_env"], checkpoint["eval_rng"]
-        rb, reward_stats, obs = checkpoint["rb"], checkpoint["reward_stats"], checkpoint["obs"]
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        print(f"global_step={checkpoint['global_step']}, resumed from {args.resume}")
+        env, eval_env, eval_rng, reward_stats, obs = checkpoints.restore(checkpoint, rb)  # and the RNGs and the buffer
     else:
         obs, _ = env.reset()
     start_step = last_checkpoint = checkpoint["global_step"] if checkpoint else 0
     checkpoint_path = os.path.join(args.checkpoint_dir, run_name, "checkpoint.pt")
-    start_time = time.time()
+    start_time = last_print = time.time()
     for global_step in range(start_step, args.total_timesteps):
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
@@ -388,16 +319,19 @@ if __name__ == "__main__":
                 for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                     target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
 
-        # TRY NOT TO MODIFY: progress line
-        if (global_step + 1) % 10_000 == 0:
+        # TRY NOT TO MODIFY: progress line, every 10k steps and at least every 30 seconds
+        if (global_step + 1) % 10_000 == 0 or time.time() - last_print > 30:
             sps = (global_step + 1 - start_step) / (time.time() - start_time)
             eta = (args.total_timesteps - global_step - 1) / sps
             eta_text = f"{int(eta) // 60}m{int(eta) % 60:02d}s"
             print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta_text}")
-            writer.add_scalar("charts/SPS", int(sps), global_step + 1)
+            last_print = time.time()
+            if (global_step + 1) % 10_000 == 0:
+                writer.add_scalar("charts/SPS", int(sps), global_step + 1)
 
         # ALGO LOGIC: greedy evaluation on a separately seeded env
         if (global_step + 1) % args.eval_frequency == 0 or global_step + 1 == args.total_timesteps:
+            print(f"evaluating {args.eval_episodes} episodes at step {global_step + 1}")
             eval_returns = []
             video_path = f"runs/{run_name}/videos/eval_{global_step + 1}.gif" if args.capture_video else None
             for _ in range(args.eval_episodes):
@@ -423,10 +357,9 @@ if __name__ == "__main__":
             (global_step + 1) // args.checkpoint_frequency > last_checkpoint // args.checkpoint_frequency
         ):
             writer.flush()  # on disk first: a resume purges the steps logged after the checkpoint, and keeps the rest
-            save_checkpoint(checkpoint_path, args=vars(args), run_name=run_name, global_step=global_step + 1, env=env,
-                            eval_env=eval_env, eval_rng=eval_rng, rb=rb, reward_stats=reward_stats, obs=obs,
-                            q_network=q_network, target_network=target_network, optimizer=optimizer,
-                            gradient_step=gradient_step)  # fmt: skip
+            checkpoints.save(checkpoint_path, __file__, args, run_name, global_step + 1, rb,
+                             loop=(env, eval_env, eval_rng, reward_stats, obs),
+                             learner=(q_network, target_network, optimizer, gradient_step))
             last_checkpoint = global_step + 1
 
     if gradient_step == 0:

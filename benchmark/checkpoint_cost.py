@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import checkpoints  # noqa: E402
 from benchmark.checks import at_least_one  # noqa: E402
 from envs import make_env  # noqa: E402
 
@@ -66,7 +68,7 @@ if __name__ == "__main__":
         path, times = os.path.join(folder, "run", "checkpoint.pt"), []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            script.save_checkpoint(path, rb=rb, networks=networks, optimizer=optimizer, env=env)
+            checkpoints.save(path, args.script, types.SimpleNamespace(), "run", 0, rb, (env,), (networks, optimizer))
             times.append(time.perf_counter() - start)
         size = os.path.getsize(path)
         start = time.perf_counter()

@@ -79,7 +79,7 @@ def load_agents(model: Path):
         if model.name == "checkpoint.pt":
             checkpoint = unpickle_checkpoint(model, script)
             print(f"{model}: step {checkpoint['global_step']} of {checkpoint['args']['total_timesteps']}")
-            return script, env_name, seed, checkpoint.get("q_networks") or checkpoint["q_network"]
+            return script, env_name, seed, checkpoint["learner"][0]  # every script's learner starts with its network(s)
         saved = torch.load(model)
         networks = []
         for state in saved if isinstance(saved, list) else [saved]:

@@ -116,7 +116,7 @@ MUTANTS = [
            (ALGO + "test_buffer_wraps_around_and_clears_old_tails[iql]",)),
     Mutant("child-buffer-keeps-an-old-tail", "vdn_ps.py", BUFFER_TAIL, "self.terminated[p, t:] = 0",
            (ALGO + "test_buffer_wraps_around_and_clears_old_tails[vdn_ps]",)),
-    Mutant("resume-forgets-numpys-generator", "iql.py", 'np.random.set_state(checkpoint["rng"]["numpy"])', "pass",
+    Mutant("resume-forgets-numpys-generator", "checkpoints.py", 'np.random.set_state(checkpoint["rng"]["numpy"])', "pass",
            ("tests/test_checkpoint.py::test_killed_and_resumed_run_is_bitwise_the_straight_run[iql.py-lbf-hard]",)),
     Mutant("epsilon-never-decays", "iql.py", "return max(slope * t + start_e, end_e)",
            "return max(start_e, end_e)", (ALGO + "test_linear_schedule[iql]",)),
@@ -152,6 +152,24 @@ MUTANTS = [
            ("tests/test_marbler.py::test_random_policy_statistics_fast_solver[marbler-warehouse]",)),
     Mutant("mpe-sees-the-farthest", "envs/mpe.py", "return min(entities, key=lambda e:", "return max(entities, key=lambda e:",
            ("tests/test_mpe.py::test_partial_observations_are_the_authors[mpe-tag]",)),
+    # the guards against silently wrong runs: a NaN flag, a NaN loss, another script's checkpoint
+    Mutant("flags-let-nan-through", "iql.py", "if not 0 < getattr(args, name) < np.inf:  # NaN and inf fail too",
+           "if getattr(args, name) <= 0:",
+           ("tests/test_scripts.py::test_nan_and_inf_flags_stop_in_one_line[iql.py--learning-rate=inf]",)),
+    Mutant("nan-loss-trains-on", "dvdn_gt.py", "if not torch.isfinite(loss):", "if False:",
+           ("tests/test_checkpoint.py::test_a_loss_that_overflows_stops_the_run_before_the_update[dvdn_gt.py]",)),
+    Mutant("resume-takes-any-script", "vdn_ps.py", "if script != os.path.basename(__file__):", "if False:",
+           ("tests/test_checkpoint.py::test_a_checkpoint_resumes_only_in_its_own_script_and_only_when_readable",)),
+    # the sweep: runs with other flags, a run finished after its last checkpoint, a stopped sweep's child
+    Mutant("sweep-folder-ignores-the-flags", "benchmark/sweep.py", "fingerprint(planned_flags(script, env, seed, extra))}",
+           "fingerprint(planned_flags(script, env, seed, []))}", ("tests/test_benchmark.py::test_sweep_resume_and_report",)),
+    Mutant("sweep-resumes-a-finished-run", "benchmark/sweep.py",
+           'finished = trained_to_the_end(path, planned_flags(script, env, seed, extra)["total_timesteps"])',
+           "finished = None",
+           ("tests/test_benchmark.py::test_sweep_records_a_run_stopped_after_its_last_checkpoint",)),
+    Mutant("sweep-child-outlives-the-sweep", "benchmark/sweep.py",
+           'preexec_fn=die_with_parent if sys.platform == "linux" else None', "preexec_fn=None",
+           ("tests/test_benchmark.py::test_a_stopped_sweep_leaves_no_trainer_behind",)),
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import checkpoints  # noqa: E402
 import iql  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -104,13 +106,13 @@ def test_a_checkpoint_resumes_only_in_its_own_script_and_only_when_readable(tmp_
     finish(start("iql_ps.py", tmp_path, "--total-timesteps", "300", "--checkpoint-frequency", "150"))
     (checkpoint,) = (tmp_path / "runs").glob("*/checkpoint.pt")
     (model,) = (tmp_path / "runs").glob("*/iql_ps.pt")
-    torch.save({"args": {}, "global_step": 150}, tmp_path / "older.pt")  # checkpoints before 2026-12-07 named no script
+    torch.save({"args": {}, "global_step": 150}, tmp_path / "older.pt")  # as checkpoints before 2026-12-07
     (tmp_path / "truncated.pt").write_bytes(checkpoint.read_bytes()[:1000])
     (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(5000))
     files = sorted(str(p) for p in tmp_path.rglob("*") if p.is_file())
     cases = [(checkpoint, "was written by iql_ps.py; resume it with that script"),
              (model, "is not a training checkpoint (a --save-model file?)"),
-             (tmp_path / "older.pt", "was written by an older version of the scripts; resume it with that script"),
+             (tmp_path / "older.pt", "has an older checkpoint format; resume it with the code that wrote it"),
              (tmp_path / "truncated.pt", "is not a readable checkpoint"),
              (tmp_path / "noise.pt", "is not a readable checkpoint")]  # fmt: skip
     for script in SCRIPTS:
@@ -136,12 +138,10 @@ def test_a_loss_that_overflows_stops_the_run_before_the_update(script, tmp_path)
     from benchmark.records import load_script
 
     state = unpickle_checkpoint(checkpoint, load_script(str(ROOT / script)))
-    assert state["gradient_step"] >= 1  # the overflowing step comes after at least one update and one checkpoint
-    def tensors(value):  # a network, a list of networks (one per agent) or dvdn_gt.py's parameter rows
-        return [value] if torch.is_tensor(value) else [p for m in (value if isinstance(value, list) else [value])
-                                                        for p in m.parameters()]  # fmt: skip
-
-    learned = [t for key in ("q_networks", "q_network", "w") if key in state for t in tensors(state[key])]
+    assert state["learner"][-1] >= 1  # its gradient step: the overflow comes after one update and one checkpoint
+    networks = state["learner"][0]  # every script's learner starts with its network or its list of networks
+    learned = [p for network in (networks if isinstance(networks, list) else [networks]) for p in network.parameters()]
+    learned += [t for t in state["learner"] if torch.is_tensor(t)]  # dvdn_gt.py's parameter rows w, tracker z, ...
     assert learned and all(torch.isfinite(t).all() for t in learned)
 
 
@@ -162,7 +162,12 @@ def test_a_checkpoint_write_that_fails_stops_the_run_in_one_line(tmp_path):
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / "run" / "checkpoint.pt")
-    iql.save_checkpoint(path, global_step=100)
+    rb = iql.ReplayBuffer(capacity=10, episode_limit=5, n_agents=2, obs_size=3)
+
+    def save(step):
+        checkpoints.save(path, "iql.py", SimpleNamespace(), "run", step, rb, loop=(), learner=())
+
+    save(100)
     real_save = torch.save
 
     def killed_mid_write(obj, file, **kwargs):
@@ -172,28 +177,33 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_last_checkpoint(tmp_path, m
 
     monkeypatch.setattr(torch, "save", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        iql.save_checkpoint(path, global_step=200)
+        save(200)
     assert Path(path + ".tmp").exists()
-    assert iql.load_checkpoint(str(tmp_path / "run"))["global_step"] == 100
+    assert checkpoints.load(str(tmp_path / "run"), "iql.py")["global_step"] == 100
     monkeypatch.setattr(torch, "save", real_save)
-    iql.save_checkpoint(path, global_step=300)  # the next write replaces the torn file
-    assert iql.load_checkpoint(path)["global_step"] == 300 and not Path(path + ".tmp").exists()
+    save(300)  # the next write replaces the torn file
+    assert checkpoints.load(path, "iql.py")["global_step"] == 300 and not Path(path + ".tmp").exists()
 
 
-def test_buffer_pickles_its_filled_part_compactly_and_exactly():
+def test_buffer_is_checkpointed_by_its_filled_part_compactly_and_exactly():
     rb = iql.ReplayBuffer(capacity=1000, episode_limit=5, n_agents=2, obs_size=10)
     for value in [1.0, 2.0, 3.0]:
         for t in range(4):
             obs = [np.full(10, value + t, np.float32)] * 2
             rb.add(obs, np.array([t, t + 1]), value, obs, t == 3)
         rb.end_episode()
-    blob = pickle.dumps(rb)
-    state = rb.__getstate__()
+    state = checkpoints.compact(rb)
     assert state["obs"].dtype == np.int8 and len(state["obs"]) == len(state["mask"]) == 3  # 3 of 1000 slots
-    assert len(blob) < rb.obs.nbytes / 100
-    back = pickle.loads(blob)
+    assert len(pickle.dumps(state)) < rb.obs.nbytes / 100
+
+    def restored(state):
+        back = iql.ReplayBuffer(capacity=1000, episode_limit=5, n_agents=2, obs_size=10)
+        checkpoints.expand(pickle.loads(pickle.dumps(state)), back)
+        return back
+
+    back = restored(state)
     for key in ["obs", "actions", "rewards", "terminated", "mask"]:
         assert getattr(back, key).dtype == getattr(rb, key).dtype and np.array_equal(getattr(back, key), getattr(rb, key))
     assert (back.pos, back.size, back.t, back.capacity) == (rb.pos, rb.size, rb.t, rb.capacity)
     rb.obs[0, 0, 0, 0] = 0.5  # not an integer: observations stay float32 and exact
-    assert pickle.loads(pickle.dumps(rb)).obs[0, 0, 0, 0] == 0.5
+    assert restored(checkpoints.compact(rb)).obs[0, 0, 0, 0] == 0.5
