@@ -169,11 +169,27 @@ class MPEEnv:
         return self.observe(obs), {}
 
     def step(self, actions):
-        world = self.env.unwrapped.world
+        """One step of mpe2's world, taken directly: the parallel wrapper would step its AEC env agent by agent, build
+        every agent's observation and retire the agents at the time-out, all to the same world step and rewards
+        (the same floats: a test compares both paths), and cost about a third of the whole step."""
+        raw = self.env.unwrapped
         moves = {name: int(a) for name, a in zip(self.learners, actions)}
-        for agent in world.agents:  # the scripted opponent decides from the same state the learners saw
+        for i, agent in enumerate(raw.world.agents):  # the scripted opponent decides from the same state the learners saw
+            raw.current_actions[i] = moves[agent.name] if agent.name in moves else self.opponent(agent, raw.world)
+        raw._execute_world_step()  # mpe2's own: the actions, the world's physics, every agent's reward
+        raw.steps += 1
+        obs = {name: raw.observe(name) for name in self.learners} if self.full or self.task == "spread" else None
+        rewards = [float(raw.rewards[name]) for name in self.learners]
+        return self.observe(obs), rewards, False, raw.steps >= raw.max_cycles, {}
+
+    def step_through_wrapper(self, actions):
+        """The same step through mpe2's parallel wrapper (as this file stepped before 2026-12-07): the reference that
+        tests/test_mpe.py holds `step` to and that benchmark/mpe_step_cost.py times; training never calls it."""
+        raw = self.env.unwrapped
+        moves = {name: int(a) for name, a in zip(self.learners, actions)}
+        for agent in raw.world.agents:
             if agent.name not in moves:
-                moves[agent.name] = self.opponent(agent, world)
+                moves[agent.name] = self.opponent(agent, raw.world)
         obs, rewards, _, truncations, _ = self.env.step(moves)
         return self.observe(obs), [float(rewards[name]) for name in self.learners], False, any(truncations.values()), {}
 

@@ -1,0 +1,47 @@
+"""CPU time of one MPE env step, taken directly (envs/mpe.py's `step`) and through mpe2's parallel wrapper (the way it
+was taken before 2026-12-07), random actions, resets included, the scripted opponents playing.
+
+    python benchmark/mpe_step_cost.py --steps 2500 --repeats 3
+"""
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmark.checks import at_least_one  # noqa: E402
+from envs import make_env  # noqa: E402
+from envs.mpe import PRESETS  # noqa: E402
+
+
+@dataclass
+class Args:
+    steps: int = 2500
+    """env steps per timing"""
+    repeats: int = 3
+    """timings per path and task (the median is printed)"""
+
+
+def cost(name: str, direct: bool, steps: int) -> float:
+    """Milliseconds of CPU (this process only) per env step."""
+    env, rng = make_env(name, 0).env, np.random.default_rng(0)  # the MPEEnv inside RecordEpisode
+    env.reset()
+    start = time.process_time()
+    for _ in range(steps):
+        actions = rng.integers(env.n_actions, size=env.n_agents)
+        if (env.step(actions) if direct else env.step_through_wrapper(actions))[3]:
+            env.reset()
+    return (time.process_time() - start) / steps * 1e3
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    at_least_one(steps=args.steps, repeats=args.repeats)
+    print("| task | through the wrapper (ms/step) | direct (ms/step) | ratio |\n|---|---|---|---|")
+    for name in PRESETS:
+        wrapped, direct = [np.median([cost(name, d, args.steps) for _ in range(args.repeats)]) for d in (False, True)]
+        print(f"| `{name}` | {wrapped:.3f} | {direct:.3f} | {wrapped / direct:.2f} |")
