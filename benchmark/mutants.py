@@ -158,7 +158,7 @@ MUTANTS = [
            ("tests/test_scripts.py::test_nan_and_inf_flags_stop_in_one_line[iql.py--learning-rate=inf]",)),
     Mutant("nan-loss-trains-on", "dvdn_gt.py", "if not torch.isfinite(loss):", "if False:",
            ("tests/test_checkpoint.py::test_a_loss_that_overflows_stops_the_run_before_the_update[dvdn_gt.py]",)),
-    Mutant("resume-takes-any-script", "vdn_ps.py", "if script != os.path.basename(__file__):", "if False:",
+    Mutant("resume-takes-any-script", "checkpoints.py", 'if checkpoint["script"] != os.path.basename(script):', "if False:",
            ("tests/test_checkpoint.py::test_a_checkpoint_resumes_only_in_its_own_script_and_only_when_readable",)),
     # the sweep: runs with other flags, a run finished after its last checkpoint, a stopped sweep's child
     Mutant("sweep-folder-ignores-the-flags", "benchmark/sweep.py", "fingerprint(planned_flags(script, env, seed, extra))}",
