@@ -284,14 +284,21 @@ def test_no_links_is_adam_on_the_local_gradient(bias_correction):
 
 
 def test_gt_agents_start_from_the_same_weights(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "dvdn_gt.py"), "--no-cuda", "--total-timesteps", "60", "--batch-size", "5",
-                    "--eval-frequency", "60", "--eval-episodes", "1", "--save-model"], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
-    (path,) = tmp_path.glob("runs/*/*.pt")
-    params = torch.load(path)  # no gradient step happened (fewer than 5 episodes)
-    for other in params[1:]:
-        for key in params[0]:
-            torch.testing.assert_close(params[0][key], other[key], atol=0, rtol=0)
+    """The first checkpoint of a run too short to train (fewer than 5 episodes end in 60 steps, so it stops with "no
+    gradient step") holds the agents' untrained networks and parameter rows: all equal."""
+    from benchmark.evaluate import unpickle_checkpoint  # the classes were pickled as the script's, run as __main__
+    from benchmark.records import load_script
+
+    out = subprocess.run([sys.executable, str(ROOT / "dvdn_gt.py"), "--no-cuda", "--total-timesteps", "60", "--batch-size",
+                          "5", "--eval-frequency", "60", "--eval-episodes", "1", "--checkpoint-frequency", "10"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode != 0 and "no gradient step" in out.stderr, out.stderr
+    (path,) = tmp_path.glob("runs/*/checkpoint.pt")
+    q_networks, _, w, *_, gradient_step = unpickle_checkpoint(path, load_script(str(ROOT / "dvdn_gt.py")))["learner"]
+    assert gradient_step == 0 and all(torch.equal(w[0], row) for row in w[1:])
+    for other in q_networks[1:]:
+        for mine, theirs in zip(q_networks[0].parameters(), other.parameters()):
+            torch.testing.assert_close(mine, theirs, atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------- code a child must share with its parent
