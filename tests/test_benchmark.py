@@ -452,25 +452,9 @@ def test_sweep_resume_and_report(tmp_path):
     assert "4 already done, 0 to run" in out.stdout, out.stdout
 
 
-def test_sweep_records_a_run_stopped_after_its_last_checkpoint(tmp_path):
-    """A run whose last checkpoint lies at its final step cannot resume (nothing is left to train): the sweep sees
-    that its curve reaches the end and marks it done without starting the script again."""
-    (tmp_path / "iql.py").write_text(FAKE_SCRIPT)
-    grid = ["--scripts", "iql.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None", "--",
-            "--total-timesteps", "100"]  # fmt: skip
-    assert sweep(*grid, cwd=tmp_path).returncode == 0
-    (path,) = (tmp_path / "sw").glob("lbf-easy__iql__1__*[0-9a-f]")
-    (run,) = (path / "runs").iterdir()
-    (path / "done").unlink()  # as if stopped after the checkpoint at step 100, before the sweep wrote `done`
-    write_checkpoint(run / "checkpoint.pt")
-    log = (path / "log.txt").read_text()
-    out = sweep(*grid, cwd=tmp_path)
-    assert out.returncode == 0 and (path / "done").exists(), out.stdout + out.stderr
-    assert (path / "log.txt").read_text() == log + f"# {run.name} trained to the end; not resumed\n"  # not started
-    assert len(list((path / "runs").iterdir())) == 1
-
-
-def test_sweep_restarts_a_run_whose_checkpoint_is_damaged_and_says_so(tmp_path):
+def stopped_fake_run(tmp_path):
+    """(grid, the sweep's run dir, its run folder): a fake run swept to its end, then left with a checkpoint at its last
+    step and no `done`, as a sweep stopped before writing it leaves it."""
     (tmp_path / "iql.py").write_text(FAKE_SCRIPT)
     grid = ["--scripts", "iql.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None", "--",
             "--total-timesteps", "100"]  # fmt: skip
@@ -479,6 +463,22 @@ def test_sweep_restarts_a_run_whose_checkpoint_is_damaged_and_says_so(tmp_path):
     (run,) = (path / "runs").iterdir()
     (path / "done").unlink()
     write_checkpoint(run / "checkpoint.pt")
+    return grid, path, run
+
+
+def test_sweep_records_a_run_stopped_after_its_last_checkpoint(tmp_path):
+    """A run whose last checkpoint lies at its final step cannot resume (nothing is left to train): the sweep sees
+    that its curve reaches the end and marks it done without starting the script again."""
+    grid, path, run = stopped_fake_run(tmp_path)
+    log = (path / "log.txt").read_text()
+    out = sweep(*grid, cwd=tmp_path)
+    assert out.returncode == 0 and (path / "done").exists(), out.stdout + out.stderr
+    assert (path / "log.txt").read_text() == log + f"# {run.name} trained to the end; not resumed\n"  # not started
+    assert len(list((path / "runs").iterdir())) == 1
+
+
+def test_sweep_restarts_a_run_whose_checkpoint_is_damaged_and_says_so(tmp_path):
+    grid, path, run = stopped_fake_run(tmp_path)
     (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:60])  # truncated, as a full disk leaves it
     for events in run.glob("events.out.tfevents.*"):
         events.unlink()  # as if stopped halfway: its curve does not reach the end
