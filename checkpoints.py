@@ -23,6 +23,7 @@ import tyro
 RESUME_FREE = {"track", "wandb_project_name", "wandb_entity", "save_model", "capture_video", "checkpoint_frequency",
                "checkpoint_dir", "resume", "total_timesteps"}  # fmt: skip
 BUFFER_ARRAYS = ("obs", "actions", "rewards", "terminated", "mask")
+RUN = {}  # the script and the step of its last checkpoint (or where it started), set by start()
 
 
 def start(Args, args, script: str):
@@ -41,6 +42,7 @@ def start(Args, args, script: str):
         print(f"global_step={checkpoint['global_step']}, resumed from {args.resume}")
     if args.checkpoint_frequency > 0 and not writable(args.checkpoint_dir):
         raise SystemExit(f"error: --checkpoint-dir {args.checkpoint_dir} is not a folder this run can write checkpoints to")
+    RUN.update(script=script, last_step=checkpoint["global_step"] if checkpoint else 0)
     return args, checkpoint
 
 
@@ -52,6 +54,15 @@ def writable(folder: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def save_if_due(args, run_name: str, global_step: int, writer, rb, loop: tuple, learner: tuple):
+    """Called at every episode end: saves at the first one after every --checkpoint-frequency steps."""
+    if global_step // args.checkpoint_frequency > RUN["last_step"] // args.checkpoint_frequency:
+        writer.flush()  # on disk first: a resume purges the steps logged after the checkpoint, and keeps the rest
+        path = os.path.join(args.checkpoint_dir, run_name, "checkpoint.pt")
+        save(path, RUN["script"], args, run_name, global_step, rb, loop, learner)
+        RUN["last_step"] = global_step
 
 
 def save(path: str, script: str, args, run_name: str, global_step: int, rb, loop: tuple, learner: tuple):

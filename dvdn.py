@@ -14,7 +14,7 @@ import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from envs import make_env
+from envs import evaluate, make_env
 
 
 @dataclass
@@ -88,6 +88,21 @@ class Args:
     consensus_rounds: int = 1
     """Metropolis averaging rounds on the local TDs per training step (K)"""
 
+    def __post_init__(self):  # a bad flag stops the run here, in one line, before anything is made (NaN and inf fail too)
+        positive = ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
+                    "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]
+        rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive),
+                 (lambda x: 0 <= x <= 1, "lie in [0, 1]", ["gamma", "start_e", "end_e", "eval_epsilon", "tau", "link_prob"]),
+                 (lambda x: x >= 0, "be 0 or more", ["checkpoint_frequency", "consensus_rounds"]),
+                 (lambda x: 0 <= x < 2**32 - 100_000, f"lie in [0, {2**32 - 100_001}]", ["seed"])]  # eval env: seed + 1e5
+        for ok, rule, names in rules:
+            for name in [name for name in names if not ok(getattr(self, name))]:
+                raise SystemExit(f"error: --{name.replace('_', '-')} must {rule}, got {getattr(self, name)}")
+        if self.end_e > self.start_e:
+            raise SystemExit(f"error: --end-e ({self.end_e}) cannot exceed --start-e ({self.start_e})")
+        if self.batch_size > self.buffer_size:
+            raise SystemExit(f"error: --batch-size ({self.batch_size}) cannot exceed --buffer-size ({self.buffer_size})")
+
 
 # ALGO LOGIC: initialize agent here:
 class QNetwork(nn.Module):
@@ -138,12 +153,9 @@ class ReplayBuffer:
 
     def add(self, obs, actions, reward, next_obs, terminated):
         """Writes step t of the episode being recorded into slot pos."""
-        self.obs[self.pos, self.t], self.obs[self.pos, self.t + 1] = np.stack(obs), np.stack(next_obs)
-        self.actions[self.pos, self.t] = actions
-        self.rewards[self.pos, self.t] = reward
-        self.terminated[self.pos, self.t] = terminated
-        self.mask[self.pos, self.t] = 1.0
-        self.t += 1
+        p, t = self.pos, self.t
+        self.obs[p, t], self.obs[p, t + 1], self.actions[p, t] = np.stack(obs), np.stack(next_obs), actions
+        self.rewards[p, t], self.terminated[p, t], self.mask[p, t], self.t = reward, terminated, 1.0, t + 1
 
     def end_episode(self):
         """Clears what an older, longer episode left in the slot, then moves to the next slot."""
@@ -224,25 +236,6 @@ if __name__ == "__main__":
 
         args, checkpoint = checkpoints.start(Args, args, __file__)  # a resume takes the checkpoint's flags
 
-    for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
-                 "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]:  # fmt: skip
-        if not 0 < getattr(args, name) < np.inf:  # NaN and inf fail too
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive and finite, got {getattr(args, name)}")
-    for name in ["gamma", "start_e", "end_e", "eval_epsilon", "tau"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
-    if args.end_e > args.start_e:
-        raise SystemExit(f"error: --end-e ({args.end_e}) cannot exceed --start-e ({args.start_e})")
-    if not 0 <= args.seed < 2**32 - 100_000:  # numpy seeds lie in [0, 2^32); the evaluation env adds 100000
-        raise SystemExit(f"error: --seed must lie in [0, {2**32 - 100_000 - 1}], got {args.seed}")
-    if args.checkpoint_frequency < 0:
-        raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
-    if args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
-    if args.consensus_rounds < 0:
-        raise SystemExit(f"error: --consensus-rounds must be 0 or more, got {args.consensus_rounds}")
-    if not 0.0 <= args.link_prob <= 1.0:
-        raise SystemExit(f"error: --link-prob must lie in [0, 1], got {args.link_prob}")
     # TRY NOT TO MODIFY: env setup, before the run folder is made, so that a bad env leaves none
     try:
         env, eval_env = make_env(args.env, args.seed), make_env(args.env, args.seed + 100_000)
@@ -258,21 +251,11 @@ if __name__ == "__main__":
     if args.track:
         import wandb  # lazy: untracked runs never import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            id=run_name,  # a resumed run continues the same wandb run
-            resume="allow",
-            save_code=True,
-        )
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, id=run_name, resume="allow", save_code=True)  # the same id: a resume goes on with it
     writer = SummaryWriter(f"runs/{run_name}", purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     print(f"run folder: runs/{run_name} (TensorBoard: tensorboard --logdir runs)")
 
     # TRY NOT TO MODIFY: seeding
@@ -299,17 +282,13 @@ if __name__ == "__main__":
     rb = ReplayBuffer(args.buffer_size, env.episode_limit, n_agents, env.obs_size)
     reward_stats = RunningMeanStd()
     gradient_step = 0
-    # ALGO LOGIC: a resumed run continues with the checkpoint's learner
+    # ALGO LOGIC: start the game, or go on from a checkpoint: its learner, then its game, buffer and random generators
     if checkpoint:
         q_networks, target_networks, optimizers, adj, gradient_step = checkpoint["learner"]
-
-    # TRY NOT TO MODIFY: start the game, or go on from where the checkpoint left it, random generators included
-    if checkpoint:
-        env, eval_env, eval_rng, reward_stats, obs = checkpoints.restore(checkpoint, rb)  # and the RNGs and the buffer
+        env, eval_env, eval_rng, reward_stats, obs = checkpoints.restore(checkpoint, rb)
     else:
         obs, _ = env.reset()
-    start_step = last_checkpoint = checkpoint["global_step"] if checkpoint else 0
-    checkpoint_path = os.path.join(args.checkpoint_dir, run_name, "checkpoint.pt")
+    start_step = checkpoint["global_step"] if checkpoint else 0
     start_time = last_print = time.time()
     for global_step in range(start_step, args.total_timesteps):
         # ALGO LOGIC: put action logic here
@@ -383,9 +362,8 @@ if __name__ == "__main__":
         # TRY NOT TO MODIFY: progress line, every 10k steps and at least every 30 seconds
         if (global_step + 1) % 10_000 == 0 or time.time() - last_print > 30:
             sps = (global_step + 1 - start_step) / (time.time() - start_time)
-            eta = (args.total_timesteps - global_step - 1) / sps
-            eta_text = f"{int(eta) // 60}m{int(eta) % 60:02d}s"
-            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta_text}")
+            eta = int((args.total_timesteps - global_step - 1) / sps)
+            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta // 60}m{eta % 60:02d}s")
             last_print = time.time()
             if (global_step + 1) % 10_000 == 0:
                 writer.add_scalar("charts/SPS", int(sps), global_step + 1)
@@ -393,35 +371,19 @@ if __name__ == "__main__":
         # ALGO LOGIC: greedy evaluation on a separately seeded env
         if (global_step + 1) % args.eval_frequency == 0 or global_step + 1 == args.total_timesteps:
             print(f"evaluating {args.eval_episodes} episodes at step {global_step + 1}")
-            eval_returns = []
             video_path = f"runs/{run_name}/videos/eval_{global_step + 1}.gif" if args.capture_video else None
-            for _ in range(args.eval_episodes):
-                if video_path and not eval_returns:
-                    eval_env.film(video_path)  # rendering draws no random numbers: filming changes nothing
-                eval_obs, _ = eval_env.reset()
-                eval_hidden, eval_done = None, False
-                while not eval_done:
-                    eval_q, eval_hidden = q_step(q_networks, eval_obs, eval_hidden, device)
-                    eval_explore = eval_rng.random(n_agents) < args.eval_epsilon  # drawn every step, as in training
-                    eval_random = eval_rng.integers(env.n_actions, size=n_agents)
-                    eval_actions = np.where(eval_explore, eval_random, eval_q.argmax(-1).numpy())
-                    eval_obs, _, eval_terminated, eval_truncated, eval_info = eval_env.step(eval_actions)
-                    eval_done = eval_terminated or eval_truncated
-                eval_returns.append(eval_info["episode"]["r"])
+            eval_returns = evaluate(lambda o, h: q_step(q_networks, o, h, device), eval_env, args.eval_episodes,
+                                    args.eval_epsilon, eval_rng, video_path)  # epsilon drawn as in training
             print(f"global_step={global_step + 1}, eval_episodic_return={np.mean(eval_returns):.4f}")
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step + 1)
             if video_path and args.track:
                 wandb.log({"eval/video": wandb.Video(video_path, format="gif")})
 
-        # ALGO LOGIC: checkpoint at the first episode end after every checkpoint_frequency steps; the last line is the learner
-        if args.checkpoint_frequency and (terminated or truncated) and (
-            (global_step + 1) // args.checkpoint_frequency > last_checkpoint // args.checkpoint_frequency
-        ):
-            writer.flush()  # on disk first: a resume purges the steps logged after the checkpoint, and keeps the rest
-            checkpoints.save(checkpoint_path, __file__, args, run_name, global_step + 1, rb,
-                             loop=(env, eval_env, eval_rng, reward_stats, obs),
-                             learner=(q_networks, target_networks, optimizers, adj, gradient_step))
-            last_checkpoint = global_step + 1
+        # ALGO LOGIC: a checkpoint at the first episode end after every checkpoint_frequency steps; the learner goes last
+        if args.checkpoint_frequency and (terminated or truncated):
+            checkpoints.save_if_due(args, run_name, global_step + 1, writer, rb,
+                                    loop=(env, eval_env, eval_rng, reward_stats, obs),
+                                    learner=(q_networks, target_networks, optimizers, adj, gradient_step))
 
     if gradient_step == 0:
         raise SystemExit(f"error: no gradient step in {args.total_timesteps} steps: fewer than --batch-size {args.batch_size} "

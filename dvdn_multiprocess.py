@@ -93,6 +93,22 @@ class Args:
     peer_timeout: float = 60.0
     """seconds an agent waits for the others to meet at the start, and for each message, before it stops naming the one lost"""
 
+    def __post_init__(self):  # a bad flag stops the run here, in one line, before anything is made (NaN and inf fail too)
+        positive = ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
+                    "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]
+        rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive),
+                 (lambda x: 0 <= x <= 1, "lie in [0, 1]", ["gamma", "start_e", "end_e", "eval_epsilon", "tau", "link_prob"]),
+                 (lambda x: 0 < x < np.inf, "be positive and finite", ["peer_timeout"]),
+                 (lambda x: x >= 0, "be 0 or more", ["checkpoint_frequency", "consensus_rounds"]),
+                 (lambda x: 0 <= x < 2**32 - 100_000, f"lie in [0, {2**32 - 100_001}]", ["seed"])]  # eval env: seed + 1e5
+        for ok, rule, names in rules:
+            for name in [name for name in names if not ok(getattr(self, name))]:
+                raise SystemExit(f"error: --{name.replace('_', '-')} must {rule}, got {getattr(self, name)}")
+        if self.end_e > self.start_e:
+            raise SystemExit(f"error: --end-e ({self.end_e}) cannot exceed --start-e ({self.start_e})")
+        if self.batch_size > self.buffer_size:
+            raise SystemExit(f"error: --batch-size ({self.batch_size}) cannot exceed --buffer-size ({self.buffer_size})")
+
 
 # ALGO LOGIC: initialize agent here:
 class QNetwork(nn.Module):
@@ -143,12 +159,9 @@ class ReplayBuffer:
 
     def add(self, obs, actions, reward, next_obs, terminated):
         """Writes step t of the episode being recorded into slot pos."""
-        self.obs[self.pos, self.t], self.obs[self.pos, self.t + 1] = np.stack(obs), np.stack(next_obs)
-        self.actions[self.pos, self.t] = actions
-        self.rewards[self.pos, self.t] = reward
-        self.terminated[self.pos, self.t] = terminated
-        self.mask[self.pos, self.t] = 1.0
-        self.t += 1
+        p, t = self.pos, self.t
+        self.obs[p, t], self.obs[p, t + 1], self.actions[p, t] = np.stack(obs), np.stack(next_obs), actions
+        self.rewards[p, t], self.terminated[p, t], self.mask[p, t], self.t = reward, terminated, 1.0, t + 1
 
     def end_episode(self):
         """Clears what an older, longer episode left in the slot, then moves to the next slot."""
@@ -286,34 +299,6 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.resume or args.checkpoint_frequency:
         raise SystemExit(f"error: {os.path.basename(__file__)} keeps no checkpoints: drop --resume and --checkpoint-frequency")
-    # TRY NOT TO MODIFY: checkpoints live in checkpoints.py, imported only by a run that writes or resumes one
-    checkpoint = None
-    if args.checkpoint_frequency or args.resume:
-        import checkpoints
-
-        args, checkpoint = checkpoints.start(Args, args, __file__)  # a resume takes the checkpoint's flags
-
-    for name in ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
-                 "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]:  # fmt: skip
-        if not 0 < getattr(args, name) < np.inf:  # NaN and inf fail too
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive and finite, got {getattr(args, name)}")
-    for name in ["gamma", "start_e", "end_e", "eval_epsilon", "tau"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
-    if args.end_e > args.start_e:
-        raise SystemExit(f"error: --end-e ({args.end_e}) cannot exceed --start-e ({args.start_e})")
-    if not 0 <= args.seed < 2**32 - 100_000:  # numpy seeds lie in [0, 2^32); the evaluation env adds 100000
-        raise SystemExit(f"error: --seed must lie in [0, {2**32 - 100_000 - 1}], got {args.seed}")
-    if args.checkpoint_frequency < 0:
-        raise SystemExit(f"error: --checkpoint-frequency must be 0 (never) or positive, got {args.checkpoint_frequency}")
-    if args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size ({args.batch_size}) cannot exceed --buffer-size ({args.buffer_size})")
-    if args.consensus_rounds < 0:
-        raise SystemExit(f"error: --consensus-rounds must be 0 or more, got {args.consensus_rounds}")
-    if not 0.0 <= args.link_prob <= 1.0:
-        raise SystemExit(f"error: --link-prob must lie in [0, 1], got {args.link_prob}")
-    if not 0 < args.peer_timeout < np.inf:
-        raise SystemExit(f"error: --peer-timeout must be positive and finite, got {args.peer_timeout}")
     # TRY NOT TO MODIFY: env setup, before the run folder is made, so that a bad env leaves none
     try:
         env, eval_env = make_env(args.env, args.seed), make_env(args.env, args.seed + 100_000)
@@ -351,21 +336,11 @@ if __name__ == "__main__":
     if args.track:
         import wandb  # lazy: untracked runs never import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=f"{run_name}/agent_{i}",
-            id=f"{run_name}__agent_{i}",  # one wandb run per agent, as one event file per agent
-            resume="allow",
-            save_code=True,
-        )
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=f"{run_name}/agent_{i}", id=f"{run_name}__agent_{i}", resume="allow", save_code=True)  # one per agent
     writer = SummaryWriter(f"runs/{run_name}/agent_{i}")  # agent i's own scalars; the team's charts are alike in all
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     print(f"run folder: runs/{run_name} (TensorBoard: tensorboard --logdir runs)")
 
     # TRY NOT TO MODIFY: seeding
@@ -394,13 +369,9 @@ if __name__ == "__main__":
     reward_stats = RunningMeanStd()
     gradient_step = 0
 
-    # TRY NOT TO MODIFY: start the game, or go on from where the checkpoint left it, random generators included
-    if checkpoint:
-        env, eval_env, eval_rng, reward_stats, obs = checkpoints.restore(checkpoint, rb)  # and the RNGs and the buffer
-    else:
-        obs, _ = env.reset()
-    start_step = last_checkpoint = checkpoint["global_step"] if checkpoint else 0
-    checkpoint_path = os.path.join(args.checkpoint_dir, run_name, "checkpoint.pt")
+    # ALGO LOGIC: start the game (this script keeps no checkpoints)
+    obs, _ = env.reset()
+    start_step = 0
     start_time = last_print = time.time()
     for global_step in range(start_step, args.total_timesteps):
         # ALGO LOGIC: put action logic here
@@ -470,9 +441,8 @@ if __name__ == "__main__":
         # TRY NOT TO MODIFY: progress line, every 10k steps and at least every 30 seconds
         if (global_step + 1) % 10_000 == 0 or time.time() - last_print > 30:
             sps = (global_step + 1 - start_step) / (time.time() - start_time)
-            eta = (args.total_timesteps - global_step - 1) / sps
-            eta_text = f"{int(eta) // 60}m{int(eta) % 60:02d}s"
-            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta_text}")
+            eta = int((args.total_timesteps - global_step - 1) / sps)
+            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta // 60}m{eta % 60:02d}s")
             last_print = time.time()
             if (global_step + 1) % 10_000 == 0:
                 writer.add_scalar("charts/SPS", int(sps), global_step + 1)

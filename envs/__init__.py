@@ -10,6 +10,8 @@ Every environment returned by `make_env` has the same small API:
 At the end of an episode `info["episode"] = {"r": team return, "l": length}`, where the team return is
 the sum over time of the sum of the agents' rewards. The wrappers make no algorithm choices.
 `env.render()` returns an RGB frame (H, W, 3) uint8, drawn headless; `env.film(path)` records the next episode.
+`evaluate(act, env, episodes, epsilon, rng)` plays a policy for some episodes: the scripts' evaluation, and
+benchmark/evaluate.py's.
 """
 
 import os
@@ -64,6 +66,31 @@ class RecordEpisode:
 
     def close(self):
         self.env.close()
+
+
+def evaluate(act, env, episodes: int, epsilon: float, rng, video=None, watchers=()):
+    """Team returns (an array) of `episodes` episodes of the policy that takes argmax_u of `act(obs, hidden)` -> (q-values
+    (n_agents, n_actions), hidden), each agent exploring with probability `epsilon`. `rng` draws the exploration, every step
+    whatever epsilon is, so its stream never depends on the q-values; `video`: film the first episode to this GIF file;
+    each watcher's start(env) runs after every reset and its step(terminated, truncated, info) after every step."""
+    returns = []
+    for _ in range(episodes):
+        if video and not returns:
+            env.film(video)  # rendering draws no random numbers: filming changes nothing
+        obs, _ = env.reset()
+        hidden, done = None, False
+        for watcher in watchers:
+            watcher.start(env)
+        while not done:
+            q_values, hidden = act(obs, hidden)
+            explore = rng.random(env.n_agents) < epsilon
+            random_actions = rng.integers(env.n_actions, size=env.n_agents)
+            obs, _, terminated, truncated, info = env.step(np.where(explore, random_actions, q_values.argmax(-1).numpy()))
+            done = terminated or truncated
+            for watcher in watchers:
+                watcher.step(terminated, truncated, info)
+        returns.append(info["episode"]["r"])
+    return np.array(returns)
 
 
 def write_gif(frames, path: str, frames_per_second: int = 5):
