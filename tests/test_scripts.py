@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,55 @@ def test_diff_against_parent_stays_small(parent, child):
     lines = (ROOT / parent).read_text().splitlines(), (ROOT / child).read_text().splitlines()
     changed = sum(1 for d in difflib.ndiff(*lines) if d[:2] in ("- ", "+ "))
     assert changed <= DIFF_BUDGET[parent, child] + DIFF_SLACK, f"{parent} -> {child}: {changed} changed lines"
+
+
+def line_kinds(lines):
+    """The kind of each line of a script: header (line 1), flags (Args' fields and help), flag checks (Args.__post_init__),
+    checkpoint keys (the learner tuple saved and restored), and algorithm (everything else: networks, training, logging)."""
+    kinds, where = [], "algorithm"
+    for n, line in enumerate(lines):
+        if line.startswith("class Args"):
+            where = "flags"
+        elif line.strip().startswith("def __post_init__"):
+            where = "flag checks"
+        elif line[:1].strip():  # the next top-level statement ends Args
+            where = "algorithm"
+        kind = "checkpoint keys" if 'checkpoint["learner"]' in line or "learner=(" in line else where
+        kinds.append("header" if n == 0 else kind)
+    return kinds
+
+
+def diff_kinds(parent, child):
+    """Changed lines (both sides, as the budget counts them) of child against parent, counted by kind."""
+    (a, b), counts, i, j = [(ROOT / f).read_text().splitlines() for f in (parent, child)], Counter(), 0, 0
+    kinds_a, kinds_b = line_kinds(a), line_kinds(b)
+    for d in difflib.ndiff(a, b):
+        if d[:2] in ("  ", "- "):
+            counts[kinds_a[i]] += d[:2] == "- "
+            i += 1
+        if d[:2] in ("  ", "+ "):
+            counts[kinds_b[j]] += d[:2] == "+ "
+            j += 1
+    return counts
+
+
+KINDS = ["algorithm", "flags", "flag checks", "checkpoint keys", "header"]
+
+
+def test_diffs_are_mostly_algorithm_and_the_docs_table_says_so():
+    """At least 80% of each parent-to-child diff is the child's algorithm (its code and the flags it adds); the rest is the
+    header line, the checks of its added flags and its learner tuple. docs/contributing.md shows these counts."""
+    rows = ["| parent -> child | changed lines | " + " | ".join(KINDS) + " | algorithm share |", "|---" * 8 + "|"]
+    for parent, child in DIFF_BUDGET:
+        counts = diff_kinds(parent, child)
+        total, share = sum(counts.values()), (counts["algorithm"] + counts["flags"]) / sum(counts.values())
+        assert total == sum(1 for d in difflib.ndiff(*[(ROOT / f).read_text().splitlines() for f in (parent, child)])
+                            if d[:2] in ("- ", "+ "))  # fmt: skip
+        assert share >= 0.8, (parent, child, counts)
+        cells = " | ".join(str(counts[kind]) for kind in KINDS)
+        rows.append(f"| `{parent}` -> `{child}` | {total} | {cells} | {share:.0%} |")
+    table = "\n".join(rows)
+    assert table in (ROOT / "docs" / "contributing.md").read_text(), "docs/contributing.md's table should read:\n" + table
 
 
 def test_a_script_copied_with_envs_alone_trains(tmp_path):
