@@ -1,9 +1,9 @@
 """Evaluate a saved model without training: the script's own network and acting code, N episodes, mean return with a CI.
 
-    python benchmark/evaluate.py runs/lbf-easy__vdn_ps__1__1764070000/vdn_ps.pt --episodes 500 --epsilon 0.05
-    python benchmark/evaluate.py /data/runs/lbf-easy__iql_ps__2__1764070000/checkpoint.pt --video team.gif
-    python benchmark/evaluate.py /data/runs/lbf-hard__dvdn_gt__3__1796385054/checkpoint.pt --episodes 200 --lbf-food
-    python benchmark/evaluate.py /data/runs/marbler-pcp-exact__dvdn__1__1796400900/checkpoint.pt --episodes 100 --ends
+    python -m benchmark.evaluate runs/lbf-easy__vdn_ps__1__1764070000/vdn_ps.pt --episodes 500 --epsilon 0.05
+    python -m benchmark.evaluate /data/runs/lbf-easy__iql_ps__2__1764070000/checkpoint.pt --video team.gif
+    python -m benchmark.evaluate /data/runs/lbf-hard__dvdn_gt__3__1796385054/checkpoint.pt --episodes 200 --lbf-food
+    python -m benchmark.evaluate /data/runs/marbler-pcp-exact__dvdn__1__1796400900/checkpoint.pt --episodes 100 --ends
 
 A model file (--save-model) gives the script and env by its run folder's name ({env}__{exp_name}__{seed}__{unix_time})
 and the network sizes by its parameters; a checkpoint (--checkpoint-frequency) holds its networks itself. The env is
@@ -12,7 +12,6 @@ first evaluation of a run whose only evaluation is its last step is reproduced e
 """
 
 import pickle
-import sys
 import types
 from collections import Counter
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ import numpy as np
 import torch
 import tyro
 
+from benchmark.records import RUN_FOLDER, load_script
+from benchmark.report import bootstrap_ci
+from envs import env_family, make_env
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmark.records import RUN_FOLDER, load_script  # noqa: E402
-from benchmark.report import bootstrap_ci  # noqa: E402
-from envs import env_family, make_env  # noqa: E402
 
 
 @dataclass
@@ -214,7 +213,7 @@ def mean_ci(returns):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.evaluate")
     if args.episodes < 1 or not 0 <= args.epsilon <= 1:
         raise SystemExit(f"error: --episodes must be at least 1 and --epsilon in [0, 1]; got {args.episodes}, {args.epsilon}")
     if args.env_seed is not None and not 0 <= args.env_seed < 2**32:

@@ -1,8 +1,8 @@
 """Breaks the lines that carry each algorithm, one at a time, and checks that the tests guarding them fail.
 
-    python benchmark/mutants.py                        # every mutant, after the guarding tests pass unbroken
-    python benchmark/mutants.py --only dvdn-others-sum-without-n gt-tracker-keeps-old-gradient
-    python benchmark/mutants.py --list
+    python -m benchmark.mutants                        # every mutant, after the guarding tests pass unbroken
+    python -m benchmark.mutants --only dvdn-others-sum-without-n gt-tracker-keeps-old-gradient
+    python -m benchmark.mutants --list
 
 A mutant is one line of one file as it stands (it must occur there exactly once), the line broken on purpose, and the
 behaviour tests meant to catch it. Each runs in a scratch copy of the working tree, so the checkout is never touched:
@@ -11,6 +11,10 @@ caught when at least one of its tests fails, and survives when they all pass: a 
 through. First the guarding tests run on the unbroken copy, since a test that already fails catches nothing.
 Exit status: 0 when every mutant is caught, 1 when one survives or times out or a test fails unbroken, 2 when a mutant
 no longer matches the code or names a test that does not exist (rewrite it with the line).
+
+It tests the test suite: not part of the results pipeline and not a study (benchmark/studies/), it stays at the top of
+the package beside the other tools a contributor runs routinely, since a subpackage for one module would only lengthen
+its command.
 """
 
 import os
@@ -260,7 +264,7 @@ def survey(tree: Path, mutants, timeout: int, baseline: bool = True):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.mutants")
     names = {m.name for m in MUTANTS}
     unknown = sorted(set(args.only or ()) - names)
     if unknown:

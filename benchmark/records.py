@@ -1,6 +1,6 @@
 """Result records: one small JSON file per finished run under results/, the evidence that outlives machines and checkouts.
 
-    python benchmark/records.py --runs sweeps/lbf-easy    # write a record for every run folder found (--commit to name it)
+    python -m benchmark.records --runs sweeps/lbf-easy    # write a record for every run folder found (--commit to name it)
 
 A record holds the run's evaluation curve (env step, evaluation return), its script, env, seed, every flag value, the
 git commits (at the run's end, and at its start and each resume when benchmark/sweep.py ran it) and a fingerprint of the
@@ -29,8 +29,7 @@ from typing import Optional
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from envs import PRESET_VERSIONS  # noqa: E402
+from envs import PRESET_VERSIONS
 
 RESULTS_VERSION = 1
 """bump it in the commit that changes what the scripts compute (not how they log), so older runs get set apart"""
@@ -199,7 +198,7 @@ def run_dirs(folders):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.records")
     commit = args.commit or git_commit(Path(__file__).parent)
     for folder in args.runs:
         if not Path(folder).is_dir():

@@ -1,6 +1,6 @@
 """Results table (the paper's Table 1 layout) and learning curves from the result records (and local run folders).
 
-    python benchmark/report.py --results results --out docs/results --readme README.md
+    python -m benchmark.report --results results --out docs/results --readme README.md
 
 Reads every record under `--results` (benchmark/records.py) and every run folder
 `{env}__{exp_name}__{seed}__{unix_time}` under `--runs`. Runs are seeds of one experiment only when their fingerprints
@@ -19,7 +19,6 @@ hand; the rest stays in report.md.
 
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -27,10 +26,10 @@ from typing import Optional
 import numpy as np
 import tyro
 
+from benchmark.fewseeds import VERDICT_RULE, compare, iqm, last_tenth, profiles
+from benchmark.records import OUTSIDE_FINGERPRINT, fingerprint, load_script, make_record, read_records, run_dirs
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmark"))
-from fewseeds import VERDICT_RULE, compare, iqm, last_tenth, profiles  # noqa: E402
-from records import OUTSIDE_FINGERPRINT, fingerprint, load_script, make_record, read_records, run_dirs  # noqa: E402
 
 
 @dataclass
@@ -65,9 +64,10 @@ FAMILIES = [  # (family, {env preset: task name}, (A, B) pairs to compare, Table
 ]  # fmt: skip
 README_BEGIN, README_END = "<!-- report.py: begin -->", "<!-- report.py: end -->"
 MARBLER_BUDGET = 5_000_000  # env steps of a MARBLER run in Table 1; LBF's 2M is the scripts' default
-# Lines drawn on the curves, (label, team return). Uniform-random returns: LBF benchmark/random_returns.py (2000
-# episodes); MARBLER benchmark/marbler_stats.py (200 episodes; cvxopt and DAQP); MPE benchmark/mpe_heuristics.py, which
-# also gives the heuristic teams; Warehouse's scripted team benchmark/marbler_heuristics.py (100 episodes, DAQP).
+# Lines drawn on the curves, (label, team return). Uniform-random returns: LBF benchmark/studies/random_returns.py
+# (2000 episodes); MARBLER benchmark/studies/marbler_stats.py (200 episodes; cvxopt and DAQP); MPE
+# benchmark/studies/mpe_heuristics.py, which also gives the heuristic teams; Warehouse's scripted team
+# benchmark/studies/marbler_heuristics.py (100 episodes, DAQP).
 # Commands and tables in docs/lbf.md, docs/marbler.md and docs/mpe.md.
 RANDOM = "uniform random"
 REFERENCES = {
@@ -577,7 +577,7 @@ def check_inputs(args):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.report")
     check_inputs(args)
     try:
         groups, records = load_groups(args.results, args.runs)

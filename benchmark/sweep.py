@@ -1,6 +1,8 @@
 """Run a grid of scripts x env presets x seeds as local processes; resumable; or write Slurm / wandb sweep files.
 
-    python benchmark/sweep.py --scripts iql.py dvdn_gt.py vdn_ps.py --envs lbf-easy --seeds 1 2 3 -- --total-timesteps 2000000
+    python -m benchmark.sweep --scripts iql.py dvdn_gt.py vdn_ps.py --envs lbf-easy --seeds 1 2 3 -- --total-timesteps 2000000
+
+Run it from the repository root: `python -m` finds the package there, and the paths in `--scripts` are read from there.
 
 Each run gets its own working dir `<out>/<env>__<exp_name>__<seed>__<fingerprint>/` (the script writes its `runs/`
 there; the fingerprint is the record's, benchmark/records.py: other flags that change results, another dir), with
@@ -31,10 +33,9 @@ from typing import Optional
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import RUN_FOLDER, fingerprint, git_commit, load_script, machine, machines, make_record, read_curve  # noqa: E402
-from records import record_path, started_by, write_record  # noqa: E402  # noqa: E402
-from envs import env_family  # noqa: E402  (records.py puts the repository root on the path)
+from benchmark.records import RUN_FOLDER, fingerprint, git_commit, load_script, machine, machines, make_record, read_curve
+from benchmark.records import record_path, started_by, write_record
+from envs import env_family
 
 
 @dataclass
@@ -220,8 +221,8 @@ def train(path, script, env, seed, extra, results):
 
 
 def slurm_script(args, grid, extra):
-    """A job array with one grid entry per task; each task calls this file with --task-id."""
-    cmd = ["python", "benchmark/sweep.py", "--scripts", *args.scripts, "--envs", *args.envs,
+    """A job array with one grid entry per task; each task runs this module with --task-id."""
+    cmd = ["python", "-m", "benchmark.sweep", "--scripts", *args.scripts, "--envs", *args.envs,
            "--seeds", *map(str, args.seeds), "--out", args.out, "--results", str(args.results),
            *(["--seed-first"] if args.seed_first else []), "--task-id"]  # fmt: skip
     tail = shlex.join(["--", *extra]) if extra else ""
@@ -236,7 +237,8 @@ def slurm_script(args, grid, extra):
 
 
 def wandb_sweep_config(args, extra):
-    """One grid sweep over script/env/seed; each wandb run calls this file on a 1x1x1 grid with --track."""
+    """One grid sweep over script/env/seed; each wandb run calls this module on a 1x1x1 grid with --track (the agent
+    starts it from the repository root, as `python -m benchmark.sweep`; `program` only names the sweep's file)."""
     return {
         "name": "ma-q-sweep",
         "project": "ma-q-learning",  # the scripts' default --wandb-project-name
@@ -249,7 +251,7 @@ def wandb_sweep_config(args, extra):
             "seeds": {"values": list(args.seeds)},
         },
         # ${args_no_equals} expands to "--scripts vdn.py --envs lbf-easy --seeds 3"
-        "command": ["${env}", "${interpreter}", "${program}", "${args_no_equals}", "--out", args.out,
+        "command": ["${env}", "${interpreter}", "-m", "benchmark.sweep", "${args_no_equals}", "--out", args.out,
                     "--workers", "1", "--", "--track", *extra],  # fmt: skip
     }
 
@@ -257,7 +259,7 @@ def wandb_sweep_config(args, extra):
 if __name__ == "__main__":
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
-    args, extra = tyro.cli(Args, args=argv[:split]), argv[split + 1 :]
+    args, extra = tyro.cli(Args, prog="python -m benchmark.sweep", args=argv[:split]), argv[split + 1 :]
     grid = make_grid(args.scripts, args.envs, args.seeds, args.seed_first)
     if args.workers < 1:
         raise SystemExit(f"error: --workers must be at least 1, got {args.workers}")

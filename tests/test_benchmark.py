@@ -1,5 +1,8 @@
-"""Tests for benchmark/sweep.py and benchmark/report.py: statistics, table, and sweep + report end to end."""
+"""Tests for the benchmark package (benchmark/sweep.py, benchmark/report.py, ...): statistics, table, and sweep + report
+end to end. The package is imported as `benchmark`: `python -m pytest` from the repository root puts the root on the
+path, and the tools run as `python -m benchmark.<tool>`, as the docs run them."""
 
+import os
 import re
 import shutil
 import signal
@@ -13,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark.fewseeds import VERDICTS, compare, improvement, iqm, last_tenth, permutation_test
+from benchmark.mutants import MUTANTS, Mutant, survey
+from benchmark.records import fingerprint, machine, make_record, read_records, started_by, write_record
+from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table
+from benchmark.report import FAMILIES, load_groups, paper_lines, runs_table, score_matrix, split_by_defaults
+from benchmark.report import COLUMNS, verdicts
+from benchmark.studies.consensus_error import consensus_error
+from benchmark.studies.consensus_rounds import disagreement_left, graph_law
+from envs import PRESET_VERSIONS
+from test_scripts import SCRIPTS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmark.records import fingerprint, machine, make_record, read_records, started_by, write_record  # noqa: E402
-from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table  # noqa: E402
-from benchmark.report import FAMILIES, load_groups, paper_lines, runs_table, score_matrix, split_by_defaults  # noqa: E402
-from benchmark.report import COLUMNS, verdicts  # noqa: E402
-from benchmark.fewseeds import VERDICTS, compare, improvement, iqm, last_tenth, permutation_test  # noqa: E402
-from benchmark.consensus_error import consensus_error  # noqa: E402
-from benchmark.consensus_rounds import disagreement_left, graph_law  # noqa: E402
-from benchmark.mutants import MUTANTS, Mutant, survey  # noqa: E402
-from envs import PRESET_VERSIONS  # noqa: E402
-from test_scripts import SCRIPTS  # noqa: E402
 
 # Mimics the training scripts' CLI (a tyro Args dataclass, so the sweep can plan its flags) and run-dir naming, and logs
 # eval/episodic_return = seed + step / 100 at steps 0, 50, ..., total_timesteps. Uses tensorboard's own event writer
@@ -68,9 +71,43 @@ def write_checkpoint(path):
         archive.writestr("state", "the training state")
 
 
+def tool(name, *args):
+    """The command that runs a benchmark tool as the docs do, `python -m benchmark.<name>`."""
+    return [sys.executable, "-m", f"benchmark.{name}", *args]
+
+
+# `python -m` finds the package from the repository root; most tests run a tool in a scratch folder (its files, its
+# relative paths), so they hand it the root on PYTHONPATH, as running it from the root would
+TOOL_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def run_tool(name, *args, cwd, check=False):
+    return subprocess.run(tool(name, *args), cwd=cwd, env=TOOL_ENV, capture_output=True, text=True, timeout=TIMEOUT,
+                          check=check)  # fmt: skip
+
+
 def sweep(*args, cwd):
-    cmd = [sys.executable, str(ROOT / "benchmark" / "sweep.py"), *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+    return run_tool("sweep", *args, cwd=cwd)
+
+
+def test_tools_run_as_modules_from_the_repository_root():
+    """`python -m benchmark.sweep --help` from the root, as the docs give it (no PYTHONPATH): the root is all it needs."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    out = subprocess.run(tool("sweep", "--help"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0 and "--scripts" in out.stdout, out.stdout + out.stderr
+    assert "usage: python -m benchmark.sweep " in out.stdout  # its help names the command, not the file
+
+
+def test_benchmark_edits_no_import_path():
+    """No file of the package touches sys.path or imports a sibling by its bare name (which only a sys.path edit would
+    find, and which loads the module a second time beside benchmark.<name>)."""
+    files = sorted((ROOT / "benchmark").rglob("*.py"))
+    siblings = "|".join(path.stem for path in files if path.stem != "__init__")
+    bare = re.compile(rf"^\s*(?:from|import) (?:{siblings})\b", re.M)
+    assert len(files) > 10 and (ROOT / "benchmark" / "__init__.py").is_file()
+    assert (ROOT / "benchmark" / "studies" / "__init__.py").is_file()
+    assert [str(path.relative_to(ROOT)) for path in files if "sys.path" in path.read_text()] == []
+    assert [str(path.relative_to(ROOT)) for path in files if bare.search(path.read_text())] == []
 
 
 def test_bootstrap_equal_seeds_zero_width():
@@ -215,12 +252,12 @@ def test_verdicts_compare_only_what_both_algorithms_ran(tmp_path):
 
 
 def test_report_stops_in_one_line_on_a_missing_results_folder(tmp_path):
-    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "nowhere", "--out", "rep"]
-    out = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+    report = ["--results", "nowhere", "--out", "rep"]
+    out = run_tool("report", *report, cwd=tmp_path)
     assert out.returncode != 0 and out.stderr.strip() == "error: nowhere is not a folder" and not (tmp_path / "rep").exists()
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "broken.json").write_text("{")
-    out = subprocess.run(report[:3] + ["results"] + report[4:], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+    out = run_tool("report", "--results", "results", *report[2:], cwd=tmp_path)
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
 
 
@@ -261,7 +298,7 @@ def test_readme_states_only_the_verdicts_the_report_gives():
         assert phrase not in notes.split("## Learning curves")[0], phrase
     runs = split_by_defaults(load_groups(ROOT / "results", [])[0])[0]
     now = {(COLUMNS[r["a"]], COLUMNS[r["b"]], r["scope"]): r["verdict"] for r in verdicts(runs, FAMILIES, 2000, 0)}
-    assert now == given, "the report is stale: rerun benchmark/report.py --out docs/results --readme README.md"
+    assert now == given, "the report is stale: rerun python -m benchmark.report --out docs/results --readme README.md"
 
 
 def fake_record(exp_name, env, seed, curve, **changed):
@@ -290,8 +327,7 @@ def test_records_merge_only_with_equal_fingerprints(tmp_path, monkeypatch):
     assert fingerprint(flags) != before
     monkeypatch.undo()
 
-    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
+    run_tool("report", "--results", "results", "--out", "rep", cwd=tmp_path, check=True)
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| Easy | 2.50 (-0.50, 0.50) n=2; paper 0.81 (-0.02, 0.02) | 2.50 (-0.50, 0.50) n=2; paper 0.89" in text
     assert "| Arctic | not run; paper -43.51 (-1.64, 1.65) |" in text
@@ -325,18 +361,17 @@ def test_report_rewrites_only_the_readme_block_between_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     before, after = "# Title\n\ntext above\n\n", "\n\n## Next\ntext below\n"
     readme.write_text(f"{before}<!-- report.py: begin -->\nstale table\n<!-- report.py: end -->{after}")
-    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep",
-              "--n-resamples", "200", "--readme", "README.md"]  # fmt: skip
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
+    report = ["--results", "results", "--out", "rep", "--n-resamples", "200", "--readme", "README.md"]
+    run_tool("report", *report, cwd=tmp_path, check=True)
     text = readme.read_text()
     assert text.startswith(before + "<!-- report.py: begin -->\n") and text.endswith("<!-- report.py: end -->" + after)
     assert "stale table" not in text and "| Hard | not run; paper 0.43 (-0.01, 0.02) | not run; paper 0.52" in text
     assert "| 0.30 (no CI) n=1; paper 0.56 (-0.02, 0.02) |" in text and "| PCP | not run; paper 130.72" in text
     assert "### Per cell" not in text and "### Per cell" in (tmp_path / "rep" / "report.md").read_text()  # a short block
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
+    run_tool("report", *report, cwd=tmp_path, check=True)
     assert readme.read_text() == text  # a second run changes nothing
     readme.write_text("no markers here\n")
-    out = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+    out = run_tool("report", *report, cwd=tmp_path)
     assert out.returncode != 0 and out.stderr.strip().splitlines()[-1].startswith("error: README.md needs one line <!--")
     assert readme.read_text() == "no markers here\n"
 
@@ -346,8 +381,7 @@ def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
     results = tmp_path / "results"
     write_record(fake_record("vdn", "marbler-pcp-exact", 1, [(0, -5.0), (100, 12.0)], total_timesteps=5000000), results)
     write_record(fake_record("vdn", "marbler-pcp-exact", 2, [(0, -5.0), (100, 30.0)]), results)  # 2M: not Table 1's
-    report = [sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", "results", "--out", "rep"]
-    subprocess.run(report, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
+    run_tool("report", "--results", "results", "--out", "rep", cwd=tmp_path, check=True)
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 (no CI) n=1" in text
     assert "| marbler-pcp-exact | VDN | 1 | 30.00 (no CI) (100) | 30.00 (100) | --total-timesteps 2000000" in text
@@ -371,8 +405,7 @@ def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
     assert record["started_by"] == [record["commit"]] == [git_commit(ROOT)]  # started once, ended on the same code
     assert record["machines"] == [machine()] and record["machines"][0]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512")
     assert record["starts"] == 1 and 0 < record["train_seconds"] < out_seconds + 1, (record["train_seconds"], out_seconds)
-    rewrite = [sys.executable, str(ROOT / "benchmark" / "records.py"), "--runs", "sw", "--results", "again", "--commit", "c"]
-    subprocess.run(rewrite, cwd=tmp_path, check=True, capture_output=True, timeout=TIMEOUT)
+    run_tool("records", "--runs", "sw", "--results", "again", "--commit", "c", cwd=tmp_path, check=True)
     (again,) = read_records(tmp_path / "again")  # records.py finds the commits in the sweep's log too
     assert again["commit"] == "c" and again["started_by"] == record["started_by"] and again["eval"] == record["eval"]
     assert again["machines"] == record["machines"]  # and the machines
@@ -505,8 +538,8 @@ def test_a_stopped_sweep_leaves_no_trainer_behind(tmp_path):
         '    import os; open("pid", "w").write(str(os.getpid())); time.sleep(600)'))  # fmt: skip
     grid = ["--scripts", "iql.py", "--envs", "lbf-easy", "--seeds", "1", "--out", "sw", "--results", "None"]
     for stop in [signal.SIGTERM, signal.SIGKILL]:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "sweep.py"), *grid], cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(tool("sweep", *grid), cwd=tmp_path, env=TOOL_ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.time() + 120
         while not list((tmp_path / "sw").glob("*/pid")) and time.time() < deadline:
             time.sleep(0.1)
@@ -579,32 +612,31 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
     """No episodes, an epsilon outside [0, 1], a model outside a run folder, a task the scripted team does not play: an
     error that names the input, before any env is made."""
     cases = [  # (tool, its arguments, what the error says)
-        ("evaluate.py", ["model.pt", "--episodes", "0"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
-        ("evaluate.py", ["model.pt", "--epsilon", "1.5"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
-        ("evaluate.py", ["model.pt"], "is not inside a run folder named {env}__{exp_name}__{seed}__{unix_time}"),
-        ("marbler_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1; got 0"),
-        ("marbler_heuristics.py", ["--env", "marbler-pcp"], "--env marbler-pcp is not a Warehouse preset"),
-        ("consensus_error.py", ["--edges", "0", "2", "1"], "error: --edges must be two or more increasing numbers"),
-        ("consensus_rounds.py", ["--agents", "9"], "error: --agents must each lie in 2..7"),
-        ("consensus_rounds.py", ["--link-prob", "0"], "error: --link-prob must lie in (0, 1]"),
-        ("consensus_rounds.py", ["--rounds", "-1"], "error: --rounds must be one or more numbers >= 0"),
-        ("mutants.py", ["--only", "no-such-mutant"], "error: unknown mutant no-such-mutant; choose from "),
-        ("mutants.py", ["--timeout", "0"], "error: --timeout must be positive, got 0"),
-        ("evaluate.py", ["model.pt", "--epsilon", "nan"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
-        ("consensus_rounds.py", ["--link-prob", "nan"], "error: --link-prob must lie in (0, 1]"),
-        ("checkpoint_cost.py", ["--buffer-size", "0"], "error: --buffer-size must be at least 1, got 0"),
-        ("checkpoint_cost.py", ["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
-        ("marbler_qp.py", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
-        ("marbler_stats.py", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
-        ("mpe_heuristics.py", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
-        ("random_returns.py", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
-        ("marbler_heuristics.py", ["--env-seed", "-1"], "error: --env-seed must lie in [0, 4294967295], got -1"),
-        ("records.py", ["--runs", "nowhere"], "error: --runs nowhere is not a folder"),
-        ("records.py", ["--runs", "."], "error: no run folders ({env}__{exp_name}__{seed}__{unix_time}) under ."),
+        ("evaluate", ["model.pt", "--episodes", "0"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
+        ("evaluate", ["model.pt", "--epsilon", "1.5"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
+        ("evaluate", ["model.pt"], "is not inside a run folder named {env}__{exp_name}__{seed}__{unix_time}"),
+        ("studies.marbler_heuristics", ["--episodes", "0"], "error: --episodes must be at least 1; got 0"),
+        ("studies.marbler_heuristics", ["--env", "marbler-pcp"], "--env marbler-pcp is not a Warehouse preset"),
+        ("studies.consensus_error", ["--edges", "0", "2", "1"], "error: --edges must be two or more increasing numbers"),
+        ("studies.consensus_rounds", ["--agents", "9"], "error: --agents must each lie in 2..7"),
+        ("studies.consensus_rounds", ["--link-prob", "0"], "error: --link-prob must lie in (0, 1]"),
+        ("studies.consensus_rounds", ["--rounds", "-1"], "error: --rounds must be one or more numbers >= 0"),
+        ("mutants", ["--only", "no-such-mutant"], "error: unknown mutant no-such-mutant; choose from "),
+        ("mutants", ["--timeout", "0"], "error: --timeout must be positive, got 0"),
+        ("evaluate", ["model.pt", "--epsilon", "nan"], "error: --episodes must be at least 1 and --epsilon in [0, 1]"),
+        ("studies.consensus_rounds", ["--link-prob", "nan"], "error: --link-prob must lie in (0, 1]"),
+        ("studies.checkpoint_cost", ["--buffer-size", "0"], "error: --buffer-size must be at least 1, got 0"),
+        ("studies.checkpoint_cost", ["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
+        ("studies.marbler_qp", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
+        ("studies.marbler_stats", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
+        ("studies.mpe_heuristics", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
+        ("studies.random_returns", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
+        ("studies.marbler_heuristics", ["--env-seed", "-1"], "error: --env-seed must lie in [0, 4294967295], got -1"),
+        ("records", ["--runs", "nowhere"], "error: --runs nowhere is not a folder"),
+        ("records", ["--runs", "."], "error: no run folders ({env}__{exp_name}__{seed}__{unix_time}) under ."),
     ]
-    for tool, arguments, message in cases:
-        out = subprocess.run([sys.executable, str(ROOT / "benchmark" / tool), *arguments], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    for name, arguments, message in cases:
+        out = run_tool(name, *arguments, cwd=tmp_path)
         assert out.returncode != 0 and "Traceback" not in out.stderr and message in out.stderr, out.stderr
 
 
@@ -627,13 +659,11 @@ def test_evaluate_stops_in_one_line_on_a_bad_model_and_takes_a_run_folder(tmp_pa
              ([str(other)], "error: the model's 4 network(s) map 27 inputs to 6 actions; marbler-pcp has 4 agents"),
              ([str(folder / "iql.pt"), "--env-seed", "-1"], "error: --env-seed must lie in [0, 4294967295], got -1")]
     for arguments, message in cases:
-        out = subprocess.run([sys.executable, str(ROOT / "benchmark" / "evaluate.py"), *arguments, "--episodes", "2"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+        out = run_tool("evaluate", *arguments, "--episodes", "2", cwd=tmp_path)
         assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
         assert out.stderr.startswith(message), (message, out.stderr)
     (folder / "checkpoint.pt").unlink()
-    out = subprocess.run([sys.executable, str(ROOT / "benchmark" / "evaluate.py"), str(folder), "--episodes", "2"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    out = run_tool("evaluate", str(folder), "--episodes", "2", cwd=tmp_path)
     assert out.returncode == 0 and "2 episodes: mean return" in out.stdout, out.stdout + out.stderr
 
 
@@ -740,8 +770,7 @@ def test_a_real_slurm_runs_the_job_array(tmp_path):
     records = sorted(p.name.split("__")[1] + p.name.split("__")[2] for p in (tmp_path / "results").glob("*.json"))
     assert records == ["dvdn_gt1", "dvdn_gt2", "vdn1", "vdn2"]
     assert len(list((tmp_path / "sw").glob("slurm-*_*.out"))) == 4
-    report = subprocess.run([sys.executable, str(ROOT / "benchmark" / "report.py"), "--results", str(tmp_path / "results"),
-                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    report = run_tool("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "report"), cwd=ROOT)
     assert "found 4 runs" in report.stdout, report.stdout + report.stderr
 
 
@@ -751,19 +780,21 @@ def test_slurm_and_wandb_files(tmp_path):
     assert out.returncode == 0, out.stderr
     job = (tmp_path / "job.sh").read_text()
     assert "#SBATCH --array=0-11" in job and '--task-id "$SLURM_ARRAY_TASK_ID" -- --total-timesteps 1000' in job
+    assert "\npython -m benchmark.sweep --scripts iql.py vdn.py " in job  # run from the root, where sbatch is called
 
     import yaml
 
     config = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
     assert config["method"] == "grid" and config["parameters"]["seeds"] == {"values": [1, 2, 3]}
     assert config["command"][-3:] == ["--track", "--total-timesteps", "1000"]
-    # expand the command as the wandb agent does, then check that sweep.py accepts it
+    # expand the command as the wandb agent does, then check that the sweep accepts it
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
     macros = create_sweep_command_args({"args": {"scripts": {"value": "vdn.py"}, "envs": {"value": "lbf-hard"},
                                                  "seeds": {"value": 3}}})  # fmt: skip
-    assert config["command"][:3] == ["${env}", "${interpreter}", "${program}"]
-    cmd = [w for word in config["command"][3:] for w in (macros[word[2:-1]] if word.startswith("${") else [word])]
+    assert config["command"][:4] == ["${env}", "${interpreter}", "-m", "benchmark.sweep"]
+    assert (ROOT / config["program"]).is_file()  # the file it names, though the command runs the module
+    cmd = [w for word in config["command"][4:] for w in (macros[word[2:-1]] if word.startswith("${") else [word])]
     assert cmd[:6] == ["--scripts", "vdn.py", "--envs", "lbf-hard", "--seeds", "3"]
     cmd.insert(cmd.index("--"), "--dry-run")
     out = sweep(*cmd, cwd=ROOT)  # the agent runs it from the repository root, where the scripts are (dry: writes nothing)
@@ -781,9 +812,8 @@ def test_evaluate_reproduces_the_end_of_training_return(script, tmp_path):
     trained = out.split("global_step=600, eval_episodic_return=")[1].split()[0]
     (model,) = (tmp_path / "runs").glob(f"*/{script[:-3]}.pt")
     for saved in [model, model.parent / "checkpoint.pt"]:
-        evaluate = [sys.executable, str(ROOT / "benchmark" / "evaluate.py"), str(saved), "--episodes", "5", "--epsilon", "0.3",
-                    "--video", str(tmp_path / "first.gif")]  # fmt: skip
-        out = subprocess.run(evaluate, check=True, capture_output=True, text=True, timeout=TIMEOUT).stdout
+        evaluate = [str(saved), "--episodes", "5", "--epsilon", "0.3", "--video", str(tmp_path / "first.gif")]
+        out = run_tool("evaluate", *evaluate, cwd=tmp_path, check=True).stdout
         assert f"mean return {trained} " in out, (saved, trained, out)
         assert saved == model or "step 600 of 600" in out
         assert (tmp_path / "first.gif").stat().st_size > 0
@@ -848,7 +878,7 @@ def test_end_tally_counts_each_warehouse_robots_pickups_and_deliveries():
     episode, return = pick-ups + 3 deliveries, less 30 after a violation. A scripted team (each robot heads for its load
     zone, then its unload zone) with some random moves delivers; random play leaves the arena."""
     from benchmark.evaluate import EndTally, evaluate
-    from benchmark.marbler_heuristics import warehouse_team
+    from benchmark.studies.marbler_heuristics import warehouse_team
     from envs import make_env
 
     env = make_env("marbler-warehouse-exact", 3)

@@ -1,26 +1,23 @@
 """A sanity band for MARBLER's Warehouse: the team return of a scripted team that needs no learning, beside the
 uniform-random policy's, acting and tallied as benchmark/evaluate.py acts and tallies a trained team.
 
-    python benchmark/marbler_heuristics.py --episodes 100 --env-seed 300001
+    python -m benchmark.studies.marbler_heuristics --episodes 100 --env-seed 300001
 
 The scripted team: each robot heads for the middle of its load zone (Green, even ids: lower right; Red: upper right),
 and once loaded for the middle of its unload zone (Green: upper left; Red: lower left), moving along the axis where
 it is farther from its target. The barrier certificate keeps the robots apart; nothing else coordinates them.
 """
 
-import sys
 import types
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark.evaluate import EndTally, evaluate, mean_ci  # noqa: E402
-from benchmark.checks import numpy_seeds  # noqa: E402
-from envs import make_env  # noqa: E402
+from benchmark.evaluate import EndTally, evaluate, mean_ci
+from benchmark.checks import numpy_seeds
+from envs import make_env
 
 
 @dataclass
@@ -50,7 +47,7 @@ def warehouse_team(env):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.marbler_heuristics")
     numpy_seeds(env_seed=args.env_seed)
     if not args.env.startswith("marbler-warehouse"):
         raise SystemExit(f"error: the scripted team plays Warehouse only; --env {args.env} is not a Warehouse preset")

@@ -1,21 +1,18 @@
 """CPU time of one MPE env step, taken directly (envs/mpe.py's `step`) and through mpe2's parallel wrapper (the way it
 was taken before 2026-12-07), random actions, resets included, the scripted opponents playing.
 
-    python benchmark/mpe_step_cost.py --steps 2500 --repeats 3
+    python -m benchmark.studies.mpe_step_cost --steps 2500 --repeats 3
 """
 
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark.checks import at_least_one  # noqa: E402
-from envs import make_env  # noqa: E402
-from envs.mpe import PRESETS  # noqa: E402
+from benchmark.checks import at_least_one
+from envs import make_env
+from envs.mpe import PRESETS
 
 
 @dataclass
@@ -39,7 +36,7 @@ def cost(name: str, direct: bool, steps: int) -> float:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.mpe_step_cost")
     at_least_one(steps=args.steps, repeats=args.repeats)
     print("| task | through the wrapper (ms/step) | direct (ms/step) | ratio |\n|---|---|---|---|")
     for name in PRESETS:

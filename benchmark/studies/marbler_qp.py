@@ -1,25 +1,22 @@
 """Barrier-QP solvers on the QPs that MARBLER's tasks really pose: agreement and time per QP.
 
-    python benchmark/marbler_qp.py --episodes 5     # pip install quadprog to add it to the comparison
+    python -m benchmark.studies.marbler_qp --episodes 5     # pip install quadprog to add it to the comparison
 
 Records every barrier QP (A, b, u0) of a few uniform-random episodes per task (cvxopt path), then solves each with
 cvxopt at MARBLER's tolerances, with DAQP (the `-exact` presets' solver), and with quadprog if it is installed.
 Time it on an idle core (`taskset -c 0`); on a loaded machine only the ratios mean much.
 """
 
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark.checks import at_least_one  # noqa: E402
-from benchmark.random_returns import random_returns  # noqa: E402
-from envs.marbler import TASKS  # noqa: E402
-from envs.robotarium import BarrierQP, daqp  # noqa: E402
+from benchmark.checks import at_least_one
+from benchmark.studies.random_returns import random_returns
+from envs.marbler import TASKS
+from envs.robotarium import BarrierQP, daqp
 
 
 @dataclass
@@ -31,7 +28,7 @@ class Args:
 
 
 def record_qps(episodes: int):
-    """Every barrier QP that `episodes` uniform-random episodes per task pose (benchmark/random_returns.py's episodes)."""
+    """Every barrier QP that `episodes` uniform-random episodes per task pose (random_returns.py's episodes)."""
     qps, solve = [], BarrierQP.solve
 
     def recording(self, A, b, u0):
@@ -51,7 +48,7 @@ def daqp_only(A, b, u0):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.marbler_qp")
     at_least_one(episodes=args.episodes, repeats=args.repeats)
     qps = record_qps(args.episodes)
     active = np.array([np.any(A @ u0 > b) for A, b, u0 in qps])

@@ -1,6 +1,6 @@
 """How much of the agents' disagreement K consensus rounds leave, exactly, for the graphs `dvdn.py` draws.
 
-    python benchmark/consensus_rounds.py --agents 3 4 6 --link-prob 0.5 --rounds 0 1 2 3 5
+    python -m benchmark.studies.consensus_rounds --agents 3 4 6 --link-prob 0.5 --rounds 0 1 2 3 5
 
 Each training step `dvdn.py` (and `dvdn_gt.py`) draws a connected random graph G (each link up with probability p,
 redrawn until connected), takes its Metropolis weights W and runs K rounds x <- W x on the local TDs delta. Agent i's
@@ -12,16 +12,13 @@ that K rounds leave, in root mean square, whatever the TDs. This prints sqrt(a_K
 (2^(N(N-1)/2) of them), not sampled.
 """
 
-import sys
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dvdn import metropolis_weights  # noqa: E402  (the scripts' own weights; importing a script runs nothing)
+from dvdn import metropolis_weights  # the training script's own weights (they live only there); importing runs nothing
 
 MAX_AGENTS = 7  # 2^21 graphs; 8 agents would be 2^28
 
@@ -59,7 +56,7 @@ def disagreement_left(law, rounds: int):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.consensus_rounds")
     if not args.agents or any(not 2 <= n <= MAX_AGENTS for n in args.agents):
         raise SystemExit(f"error: --agents must each lie in 2..{MAX_AGENTS} (every graph is enumerated), got {args.agents}")
     if not 0.0 < args.link_prob <= 1.0:

@@ -1,18 +1,15 @@
 """Team return of the uniform-random policy on env presets: the floor that learning curves are drawn against.
 
-    python benchmark/random_returns.py --envs lbf-easy lbf-medium lbf-hard lbf-easy-2.0 lbf-medium-2.0 lbf-hard-2.0
+    python -m benchmark.studies.random_returns --envs lbf-easy lbf-medium lbf-hard lbf-easy-2.0 lbf-medium-2.0 lbf-hard-2.0
 """
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark.checks import at_least_one, numpy_seeds  # noqa: E402
-from envs import make_env  # noqa: E402
+from benchmark.checks import at_least_one, numpy_seeds
+from envs import make_env
 
 
 @dataclass
@@ -39,7 +36,7 @@ def random_returns(name: str, episodes: int, seed: int):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.random_returns")
     at_least_one(episodes=args.episodes)
     numpy_seeds(seed=args.seed)
     print(f"| env | uniform-random team return (mean ± s.e., {args.episodes} episodes, seed {args.seed}) |\n|---|---|")

@@ -1,6 +1,6 @@
 """How far consensus leaves each agent's joint-TD estimate from the true joint TD, read from DVDN runs' TensorBoard logs.
 
-    python benchmark/consensus_error.py --runs /work/sweeps --edges 0 0.5 1 2 5
+    python -m benchmark.studies.consensus_error --runs /work/sweeps --edges 0 0.5 1 2 5
 
 `dvdn.py` and `dvdn_gt.py` log, every 10th gradient step, `losses/jtd_error`: the mean |(delta_i + delta_-i) - sum_j
 delta_j| over agents and real steps (what consensus loses), and `losses/td_loss`: the mean over agents of the mean square
@@ -8,15 +8,12 @@ of delta_i + delta_-i (the joint TD each agent trains on). Per window of env ste
 their ratio jtd_error / sqrt(td_loss): the error relative to the size of the estimate (0 under exact consensus).
 """
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import run_dirs  # noqa: E402
+from benchmark.records import run_dirs
 
 
 @dataclass
@@ -48,7 +45,7 @@ def consensus_error(run_dir, edges):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.consensus_error")
     if len(args.edges) < 2 or any(b <= a for a, b in zip(args.edges[:-1], args.edges[1:])):
         raise SystemExit(f"error: --edges must be two or more increasing numbers, got {' '.join(map(str, args.edges))}")
     print("| run | env steps | jtd_error | sqrt(td_loss) | ratio |\n|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Size and write time of a checkpoint late in a long run: the replay buffer full (its default 5000 episodes).
 
-    python benchmark/checkpoint_cost.py --script vdn_ps.py --env lbf-hard
+    python -m benchmark.studies.checkpoint_cost --script vdn_ps.py --env lbf-hard
 
 The buffer is filled with real random-policy episodes of the env (a few, repeated: the size does not depend on what
 they are, as long as LBF's observations stay small integers), next to the script's networks and an Adam state.
@@ -8,7 +8,6 @@ they are, as long as LBF's observations stay small integers), next to the script
 
 import importlib
 import os
-import sys
 import tempfile
 import time
 import types
@@ -19,11 +18,9 @@ import numpy as np
 import torch
 import tyro
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import checkpoints  # noqa: E402
-from benchmark.checks import at_least_one  # noqa: E402
-from envs import make_env  # noqa: E402
+import checkpoints
+from benchmark.checks import at_least_one
+from envs import make_env
 
 
 @dataclass
@@ -39,7 +36,7 @@ class Args:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, prog="python -m benchmark.studies.checkpoint_cost")
     at_least_one(buffer_size=args.buffer_size, repeats=args.repeats)
     script = importlib.import_module(Path(args.script).stem)  # registered in sys.modules, so its classes pickle
     env, rng = make_env(args.env, 0), np.random.default_rng(0)
