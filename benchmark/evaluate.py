@@ -25,6 +25,7 @@ import tyro
 from benchmark.records import RUN_FOLDER, load_script
 from benchmark.report import bootstrap_ci
 from envs import env_family, make_env
+from envs import evaluate as play
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,26 +186,9 @@ class EndTally:
 
 
 def evaluate(script, env, agents, episodes: int, epsilon: float, rng, video: Optional[str] = None, tallies=()):
-    """Team returns of `episodes` episodes, acting as the scripts' evaluation does; `video`: film the first to this GIF;
-    `tallies` (FoodTally, EndTally): each watches every step."""
-    returns = []
-    for _ in range(episodes):
-        if video and not returns:
-            env.film(video)
-        obs, _ = env.reset()
-        hidden, done = None, False
-        for tally in tallies:
-            tally.start(env)
-        while not done:
-            q, hidden = script.q_step(agents, obs, hidden, "cpu")
-            explore = rng.random(env.n_agents) < epsilon
-            random_actions = rng.integers(env.n_actions, size=env.n_agents)
-            obs, _, terminated, truncated, info = env.step(np.where(explore, random_actions, q.argmax(-1).numpy()))
-            done = terminated or truncated
-            for tally in tallies:
-                tally.step(terminated, truncated, info)
-        returns.append(info["episode"]["r"])
-    return np.array(returns)
+    """Team returns of `episodes` episodes: the scripts' own evaluation loop (envs.evaluate), acting with the script's
+    q_step; `video`: film the first to this GIF; `tallies` (FoodTally, EndTally): each watches every step."""
+    return play(lambda obs, hidden: script.q_step(agents, obs, hidden, "cpu"), env, episodes, epsilon, rng, video, tallies)
 
 
 def mean_ci(returns):

@@ -157,8 +157,8 @@ MUTANTS = [
     Mutant("mpe-sees-the-farthest", "envs/mpe.py", "return min(entities, key=lambda e:", "return max(entities, key=lambda e:",
            ("tests/test_mpe.py::test_partial_observations_are_the_authors[mpe-tag]",)),
     # the guards against silently wrong runs: a NaN flag, a NaN loss, another script's checkpoint
-    Mutant("flags-let-nan-through", "iql.py", "if not 0 < getattr(args, name) < np.inf:  # NaN and inf fail too",
-           "if getattr(args, name) <= 0:",
+    Mutant("flags-let-nan-through", "iql.py", 'rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive),',
+           'rules = [(lambda x: x > 0, "be positive and finite", positive),',
            ("tests/test_scripts.py::test_nan_and_inf_flags_stop_in_one_line[iql.py--learning-rate=inf]",)),
     Mutant("nan-loss-trains-on", "dvdn_gt.py", "if not torch.isfinite(loss):", "if False:",
            ("tests/test_checkpoint.py::test_a_loss_that_overflows_stops_the_run_before_the_update[dvdn_gt.py]",)),

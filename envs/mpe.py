@@ -67,7 +67,7 @@ def guessing_adversary(adversary, world):
     return look_ahead(adversary, world, lambda pos: -distance(pos, target.state.p_pos))
 
 
-# Heuristic teams, for the README's sanity bands and the tests (benchmark/mpe_heuristics.py); training never uses them.
+# Heuristic teams, for the README's sanity bands and the tests (benchmark/studies/mpe_heuristics.py); training never uses them.
 def greedy_chaser(chaser, world):
     """Tag: the smallest distance to the nearest prey three steps ahead."""
     prey = closest(chaser, [a for a in world.agents if not a.adversary])
@@ -184,7 +184,7 @@ class MPEEnv:
 
     def step_through_wrapper(self, actions):
         """The same step through mpe2's parallel wrapper (as this file stepped before 2026-12-07): the reference that
-        tests/test_mpe.py holds `step` to and that benchmark/mpe_step_cost.py times; training never calls it."""
+        tests/test_mpe.py holds `step` to and that benchmark/studies/mpe_step_cost.py times; training never calls it."""
         raw = self.env.unwrapped
         moves = {name: int(a) for name, a in zip(self.learners, actions)}
         for agent in raw.world.agents:

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmark.marbler_stats import REFERENCE, random_episodes  # §9.1 reference values and protocol
+from benchmark.studies.marbler_stats import REFERENCE, random_episodes  # §9.1 reference values and protocol
 from envs import make_env
 from envs.marbler import TASKS, MarblerEnv, Simulator, waypoints
 from envs.robotarium import BarrierQP, exact_qp

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("mpe2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmark.mpe_heuristics import play  # noqa: E402
+from benchmark.studies.mpe_heuristics import play  # noqa: E402
 from envs import make_env  # noqa: E402
 
 PRESETS = ["mpe-spread", "mpe-tag", "mpe-adversary"]
