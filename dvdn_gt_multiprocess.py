@@ -352,7 +352,7 @@ if __name__ == "__main__":
         raise SystemExit(f"error: the {n_agents} agents did not all meet within --peer-timeout ({type(e).__name__})")
     links = Links(store)
     env, eval_env = WorldCopy(env, links), WorldCopy(eval_env, links)
-    sys.__stdout__.reconfigure(line_buffering=True)  # one write per line, so that the agents' lines never cut into each other
+    sys.__stdout__.reconfigure(line_buffering=True, write_through=False)  # one write per line (torchrun runs python -u)
     if i > 0:
         sys.stdout = open(os.devnull, "w")  # every copy of the world plays the same episodes: agent 0 prints the team's lines
     run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"

@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -41,9 +43,25 @@ def environ(**extra):
 
 
 def torchrun(script, *flags, cwd, nproc=3, timeout=300, check=True):
+    """The agents' shared stdout is a SOCK_SEQPACKET socket, which keeps each write apart: `writes` lists them, in order,
+    and `stdout` joins them."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
                "--master-port", str(free_port()), str(ROOT / script), *flags]  # fmt: skip
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environ())
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        with theirs:
+            process = subprocess.Popen(command, cwd=cwd, stdout=theirs.fileno(), stderr=subprocess.PIPE, text=True,
+                                       env=environ())  # fmt: skip
+        writes = []
+        reader = threading.Thread(target=lambda: writes.extend(iter(lambda: ours.recv(1 << 16).decode(), "")))
+        reader.start()
+        try:
+            stderr = process.communicate(timeout=timeout)[1]
+        except subprocess.TimeoutExpired:
+            process.kill()  # as subprocess.run does
+            raise
+        reader.join()
+    result = SimpleNamespace(returncode=process.returncode, stdout="".join(writes), stderr=stderr, writes=writes)
     assert result.returncode == 0 or not check, result.stdout + result.stderr
     return result
 
@@ -79,13 +97,13 @@ def both_runs(request, tmp_path_factory):
     cwd = tmp_path_factory.mktemp(child.removesuffix(".py"))
     single = subprocess.run([sys.executable, str(ROOT / parent), *TINY, "--save-model"], cwd=cwd, check=True,
                             capture_output=True, text=True, timeout=300, env=environ()).stdout  # fmt: skip
-    multi = torchrun(child, *TINY, "--save-model", cwd=cwd).stdout
-    return parent, child, cwd, single, multi
+    multi = torchrun(child, *TINY, "--save-model", cwd=cwd)
+    return parent, child, cwd, single, multi.stdout, multi.writes
 
 
 def test_same_seed_same_run_as_one_process(both_runs):
     """Same episodes, evaluations included, and the same parameters to ATOL after at least 10 gradient steps."""
-    parent, child, cwd, single, multi = both_runs
+    parent, child, cwd, single, multi, _ = both_runs
     assert len(episode_lines(single)) >= 12 and episode_lines(multi) == episode_lines(single)
     steps = [int(s) for s in re.findall(r"in (\d+) gradient steps", multi)]
     assert len(steps) == 3 and min(steps) >= 10, multi
@@ -105,7 +123,7 @@ def test_bytes_per_gradient_step_match_the_formula(both_runs):
     evaluation alike, counted apart."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, child, cwd, _, multi = both_runs
+    _, child, cwd, _, multi, _ = both_runs
     n_params = sum(p.numel() for p in torch.load(next(cwd.glob("runs/*/agent_0/*.pt"))).values())
     for i in range(3):
         (folder,) = cwd.glob(f"runs/*__{child.removesuffix('.py')}__*/agent_{i}")
@@ -116,15 +134,21 @@ def test_bytes_per_gradient_step_match_the_formula(both_runs):
         assert {int(v) % BATCH for v in td_values} == {0}
         extra = 2 * n_params if "gt" in child else 0
         assert sent == [4 * d * (ROUNDS * v + extra) for d, v in zip(degree, td_values)]
-        # searched anywhere, not at a line's start: the three agents share one pipe, and CI once saw a line cut into another
-        report = re.findall(rf"agent {i} sent (\d+) bytes of learning messages in \d+ gradient steps and (\d+) bytes", multi)
-        assert len(report) == 1 and int(report[0][0]) == int(sum(sent)), multi
-        world = int(report[0][1])
+        (line,) = [line for line in multi.splitlines() if line.startswith(f"agent {i} sent")]
+        assert f"{int(sum(sent))} bytes of learning messages" in line
+        world = int(re.search(r"(\d+) bytes of actions", line).group(1))
         assert world % (8 * 2) == 0 and 800 <= world // (8 * 2) <= 800 + 2 * 2 * 50  # training and 4 evaluation episodes
 
 
+def test_each_write_to_the_shared_output_is_whole_lines(both_runs):
+    """The agents share one stdout; a write that stops mid-line lets another agent's line cut into that line. torchrun
+    starts python -u, whose print writes a line and its newline apart unless the script buffers whole lines."""
+    *_, writes = both_runs
+    assert len(writes) >= 12 and [w for w in writes if not w.endswith("\n")] == []
+
+
 def test_each_agent_writes_its_own_events_and_agent_0_prints(both_runs):
-    _, child, cwd, _, multi = both_runs
+    _, child, cwd, _, multi, _ = both_runs
     assert len(list(cwd.glob(f"runs/*__{child.removesuffix('.py')}__*"))) == 1  # the agents agree on one run folder
     for i in range(3):
         assert list(cwd.glob(f"runs/*__{child.removesuffix('.py')}__*/agent_{i}/events.out.tfevents.*"))
