@@ -4,8 +4,10 @@
 
 Reads every record under `--results` (benchmark/records.py) and every run folder
 `{env}__{exp_name}__{seed}__{unix_time}` under `--runs`. Runs are seeds of one experiment only when their fingerprints
-match. Table 1's cells use the runs made with the scripts' current defaults (the fingerprint of `Args()`, with the env);
-runs under any other settings are listed apart, with the flags that differ from the defaults. For each (task,
+match. Table 1's cells use the runs made with the scripts' current defaults (the fingerprint of `Args()`, with the env)
+at the paper's budget; runs under any other settings are listed apart, with the flags that differ from the defaults. The
+MPE table is laid out as Table 1 would have it, but the paper reports no MPE: its cells have no paper value, its rows
+show random play and the heuristic team instead, and its ordering is our inference. For each (task,
 algorithm): average the return over seeds at each evaluation step, take the maximum over steps, and give a 95% bootstrap
 CI over seeds at that step (the paper's metric, docs/algorithms.md, "Reported metric"). Only the evaluation steps that
 every seed logged are used, so every point averages the same seeds. The report also lists every run in Table 1's cells
@@ -56,28 +58,34 @@ TABLES = [  # (title, {env preset: task name}, exp_names in the paper's columns)
     # Table 1's MARBLER runs use the exact barrier QP (docs/marbler.md): the -exact presets, beside MARBLER's numbers
     ("MARBLER (heterogeneous)", {"marbler-arctic-exact": "Arctic", "marbler-material-exact": "Material",
                                  "marbler-pcp-exact": "PCP", "marbler-warehouse-exact": "Warehouse"}, ["iql", "dvdn", "vdn"]),
+    # not in the paper: Table 1's layout, our inference, no paper values (docs/mpe.md)
+    ("MPE (homogeneous; not in the paper)", {"mpe-spread": "Spread", "mpe-tag": "Tag", "mpe-adversary": "Adversary"},
+     ["iql", "dvdn_gt", "vdn_ps"]),
 ]  # fmt: skip
 FAMILIES = [  # (family, {env preset: task name}, (A, B) pairs to compare, Table 1's orderings low < mid < high)
     ("LBF", TABLES[0][1], [("dvdn_gt", "vdn_ps"), ("dvdn_gt", "iql"), ("vdn_ps", "iql"), ("dvdn_gt", "iql_ps"),
                            ("vdn_ps", "iql_ps"), ("iql_ps", "iql")], [("iql", "dvdn_gt", "vdn_ps"), ("iql_ps", "dvdn_gt", "vdn_ps")]),
     ("MARBLER", TABLES[1][1], [("dvdn", "vdn"), ("dvdn", "iql"), ("vdn", "iql")], [("iql", "dvdn", "vdn")]),
+    # the ordering is LBF's, our inference: the paper reports no MPE (ordering_lines says so)
+    ("MPE", TABLES[2][1], [("dvdn_gt", "vdn_ps"), ("dvdn_gt", "iql"), ("vdn_ps", "iql")], [("iql", "dvdn_gt", "vdn_ps")]),
 ]  # fmt: skip
 README_BEGIN, README_END = "<!-- report.py: begin -->", "<!-- report.py: end -->"
 MARBLER_BUDGET = 5_000_000  # env steps of a MARBLER run in Table 1; LBF's 2M is the scripts' default
+MPE_BUDGET = 1_000_000  # env steps of an MPE run in our MPE table (not in the paper; docs/mpe.md's runs)
 # Lines drawn on the curves, (label, team return). Uniform-random returns: LBF benchmark/studies/random_returns.py
 # (2000 episodes); MARBLER benchmark/studies/marbler_stats.py (200 episodes; cvxopt and DAQP); MPE
 # benchmark/studies/mpe_heuristics.py, which also gives the heuristic teams; Warehouse's scripted team
 # benchmark/studies/marbler_heuristics.py (100 episodes, DAQP).
 # Commands and tables in docs/lbf.md, docs/marbler.md and docs/mpe.md.
-RANDOM = "uniform random"
+RANDOM, HEURISTIC = "uniform random", "heuristic team"
 REFERENCES = {
     "lbf-easy": [(RANDOM, 0.150)], "lbf-medium": [(RANDOM, 0.150)], "lbf-hard": [(RANDOM, 0.116)],
     "marbler-arctic": [(RANDOM, -144.90)], "marbler-material": [(RANDOM, -29.03)],
     "marbler-pcp": [(RANDOM, -18.98)], "marbler-warehouse": [(RANDOM, -14.04)],
     "marbler-arctic-exact": [(RANDOM, -144.24)], "marbler-material-exact": [(RANDOM, -29.34)],
     "marbler-pcp-exact": [(RANDOM, -18.81)], "marbler-warehouse-exact": [(RANDOM, -15.26), ("scripted team", 24.17)],
-    "mpe-spread": [(RANDOM, -80.5), ("heuristic team", -24.8)], "mpe-tag": [(RANDOM, 2.7), ("heuristic team", 7.4)],
-    "mpe-adversary": [(RANDOM, -9.2), ("heuristic team", 20.6)],
+    "mpe-spread": [(RANDOM, -80.5), (HEURISTIC, -24.8)], "mpe-tag": [(RANDOM, 2.7), (HEURISTIC, 7.4)],
+    "mpe-adversary": [(RANDOM, -9.2), (HEURISTIC, 20.6)],
 }  # fmt: skip
 PAPER = {  # Table 1 of the extended abstract: mean, CI low offset, CI high offset (10 seeds)
     ("marbler-arctic", "iql"): (-43.51, -1.64, 1.65), ("marbler-arctic", "dvdn"): (-37.56, -1.01, 0.84),
@@ -118,10 +126,13 @@ def default_flags(exp_name, env):
 
 def table1_flags(exp_name, env):
     """The flags of a Table-1 run: today's defaults at the paper's budget (docs/algorithms.md, "Defaults": LBF 2M env steps,
-    the scripts' default; MARBLER 5M). None when there is no such script."""
+    the scripts' default; MARBLER 5M; MPE, which the paper does not report, 1M, as docs/mpe.md's runs). None when there
+    is no such script."""
     defaults = default_flags(exp_name, env)
     if defaults is not None and env.startswith("marbler-"):
         defaults["total_timesteps"] = str(MARBLER_BUDGET)
+    if defaults is not None and env.startswith("mpe-"):
+        defaults["total_timesteps"] = str(MPE_BUDGET)
     return defaults
 
 
@@ -180,6 +191,11 @@ def paper(env, exp_name):
     return PAPER.get((env.removesuffix("-exact"), exp_name))
 
 
+def in_paper(env):
+    """Whether Table 1 reports the task at all (MPE's tasks: no)."""
+    return any(task == env.removesuffix("-exact") for task, _ in PAPER)
+
+
 def paper_reference(env, exp_name):
     """The Table-1 number a cell is compared with, and its label. An IQL (PS) cell on LBF gets the paper's IQL: the paper
     does not say whether its homogeneous IQL shared parameters (EPyMARL's `iql` does)."""
@@ -206,9 +222,12 @@ def relation(a, b):
 
 
 def normaliser(env):
-    """(random play's return, the best return Table 1 reports on the task): the 0 and 1 of a normalised score."""
-    best = max(mean for (task, _), (mean, _, _) in PAPER.items() if task == env.removesuffix("-exact"))
-    return next(value for label, value in REFERENCES[env] if label == RANDOM), best
+    """(random play's return, the best return Table 1 reports on the task): the 0 and 1 of a normalised score. A task
+    Table 1 does not report (MPE's) has the heuristic team's return as its 1."""
+    reference = dict(REFERENCES[env])
+    if not in_paper(env):
+        return reference[RANDOM], reference[HEURISTIC]
+    return reference[RANDOM], max(mean for (task, _), (mean, _, _) in PAPER.items() if task == env.removesuffix("-exact"))
 
 
 def normalise(env, value):
@@ -259,7 +278,7 @@ def verdicts(runs, families, reps, seed):
                 papers = [relation(paper_interval_of(env, a), paper_interval_of(env, b)) for env in scope_envs
                           if paper_reference(env, a)[0] and paper_reference(env, b)[0]
                           and paper_reference(env, a)[0] != paper_reference(env, b)[0]]  # one paper column: no relation
-                row["paper"] = ", ".join(papers) if papers else "n/a"
+                row["paper"] = ", ".join(papers) if papers else "n/a" if any(map(in_paper, scope_envs)) else "no paper value"
                 row["agreement"] = agreement(row["verdict"], papers)
                 rows.append(row)
     return rows
@@ -322,6 +341,7 @@ def ordering_lines(rows, families, per_task=True):
     find = {(r["a"], r["b"], r["scope"]): r["verdict"] for r in rows}
     lines = ["### Table 1's ordering, from the verdicts", ""]
     for family, tasks, _, orderings in families:
+        ours = "" if any(map(in_paper, tasks)) else f"; the ordering is our inference: the paper reports no {family}"
         for low, mid, high in orderings:
             for scope in [family, *tasks.values()] if per_task else [family]:
                 if (mid, low, scope) not in find or (mid, high, scope) not in find:
@@ -334,7 +354,8 @@ def ordering_lines(rows, families, per_task=True):
                 else:
                     result = "not shown"
                 lines.append(f"- {COLUMNS[low]} < {COLUMNS[mid]} < {COLUMNS[high]} on {scope}: **{result}** "
-                             f"({COLUMNS[mid]} against {COLUMNS[low]}: {above_low}; against {COLUMNS[high]}: {against_high})")
+                             f"({COLUMNS[mid]} against {COLUMNS[low]}: {above_low}; against {COLUMNS[high]}: {against_high}"
+                             f"{ours})")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
@@ -342,7 +363,8 @@ def aggregate_table(runs, families, reps, seed, explain=True):
     """IQM of normalised scores per family and algorithm, with rliable's stratified bootstrap interval."""
     lines = ["### Aggregates per family: IQM of normalised scores", ""]
     lines += ["A run's score is its mean over the last 10% of its evaluations, normalised per task to 0 for uniform random "
-              "play and 1 for the best return Table 1 reports on that task (the paper's best algorithm there). "
+              "play and 1 for the best return Table 1 reports on that task (the paper's best algorithm there; on MPE, "
+              "which Table 1 does not report, the heuristic team's return). "
               "IQM: the mean of the middle 50% of all (task, seed) scores of the family; interval: 95% stratified "
               "bootstrap (seeds resampled within each task).", ""] if explain else []  # fmt: skip
     lines += ["| family | algorithm | tasks | seeds per task | budget | IQM (95% interval) |", "|---" * 6 + "|"]
@@ -394,7 +416,8 @@ def gap_table(runs, rows, title, tasks, low, mid, high):
         refs = [paper_reference(env, e)[0] for e in (low, mid, high)]
         cells = [f"{(m - lo) / (hi - lo):.2f}" for lo, m, hi in (best, last)] if gap == "above" else \
             [f"undefined: {COLUMNS[high]} against {COLUMNS[low]} on {title} is {gap}"] * 2
-        cells.append(f"{(refs[1][0] - refs[0][0]) / (refs[2][0] - refs[0][0]):.2f}" if all(refs) else "n/a")
+        cells.append(f"{(refs[1][0] - refs[0][0]) / (refs[2][0] - refs[0][0]):.2f}" if all(refs) else
+                     "n/a" if in_paper(env) else "no paper value")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 4 else ""
 
@@ -425,7 +448,8 @@ def plot_profiles(runs, families, path, reps, seed):
             color = f"C{list(COLUMNS).index(exp_name)}"
             ax.plot(taus, points[exp_name], color=color, label=f"{COLUMNS[exp_name]} (n={len(matrices[exp_name])} per task)")
             ax.fill_between(taus, bands[exp_name][0], bands[exp_name][1], color=color, alpha=0.15)
-        ax.set(title=f"{family}: {', '.join(envs)}", xlabel="normalised score tau (0: random play, 1: the paper's best)",
+        top = "the paper's best" if any(map(in_paper, envs)) else "the heuristic team"
+        ax.set(title=f"{family}: {', '.join(envs)}", xlabel=f"normalised score tau (0: random play, 1: {top})",
                ylabel="fraction of runs with score > tau", ylim=(0, 1.02))
         ax.legend(fontsize="small")
     fig.tight_layout()
@@ -451,7 +475,9 @@ def format_ci(mean, lo, hi):
 
 
 def make_table(title, tasks, exp_names, results):
-    """Markdown table, rows = tasks, columns = algorithms; each cell is ours (n seeds) and the paper's number."""
+    """Markdown table, rows = tasks, columns = algorithms; each cell is ours (n seeds) and the paper's number. A task
+    Table 1 does not report (MPE's) says so in each cell, and its reference returns (random play, the heuristic team)
+    follow it as rows, the value under every column."""
     lines = [f"### {title}", "", "| task | " + " | ".join(COLUMNS.get(e, e) for e in exp_names) + " |",
              "|---" * (len(exp_names) + 1) + "|"]  # fmt: skip
     for env, task in tasks.items():
@@ -463,8 +489,13 @@ def make_table(title, tasks, exp_names, results):
             if reference:
                 mean, lo_off, hi_off = reference
                 cell += f"; {label} {format_ci(mean, mean + lo_off, mean + hi_off)}"
+            elif not in_paper(env):
+                cell += "; no paper value"
             cells.append(cell)
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        if not in_paper(env):
+            lines += [f"| {task}: {label} (reference) | " + " | ".join([f"{value:.2f}"] * len(exp_names)) + " |"
+                      for label, value in REFERENCES.get(env, [])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -598,7 +629,9 @@ if __name__ == "__main__":
     others = sorted({env for env, _ in runs} - known)
     if others:
         tables.append(("Other tasks", {env: env for env in others}, sorted({e for env, e in runs if env in others})))
-    note = (f"Each cell: ours as mean (CI low - mean, CI high - mean) with n seeds; then the paper's Table 1 number. "
+    note = (f"Each cell: ours as mean (CI low - mean, CI high - mean) with n seeds; then the paper's Table 1 number (the "
+            f"paper reports no MPE: the MPE table is our inference, at {MPE_BUDGET / 1e6:g}M env steps, with random play "
+            f"and the heuristic team as reference rows). "
             f"Bootstrap: {args.n_resamples} resamples of the seeds, percentiles 2.5/97.5, RNG seed {args.seed}; over 2 or 3 "
             f"seeds such an interval is about the seeds' range (over 2, exactly): it shows where the seeds fell, covers the "
             f"true mean far less often than 95%, and no verdict is read from it (the verdicts below have their own rule). "

@@ -20,7 +20,7 @@ from benchmark.mutants import MUTANTS, Mutant, survey
 from benchmark.records import fingerprint, machine, make_record, read_records, started_by, write_record
 from benchmark.report import PAPER, best_point, bootstrap_ci, common_steps, default_flags, format_ci, make_table
 from benchmark.report import FAMILIES, load_groups, paper_lines, runs_table, score_matrix, split_by_defaults
-from benchmark.report import COLUMNS, verdicts
+from benchmark.report import COLUMNS, ordering_lines, verdicts
 from benchmark.studies.consensus_error import consensus_error
 from benchmark.studies.consensus_rounds import disagreement_left, graph_law
 from envs import PRESET_VERSIONS
@@ -384,6 +384,64 @@ def test_table1_takes_marbler_runs_at_the_papers_5m_budget(tmp_path):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| PCP | not run; paper 130.72 (-0.81, 0.76) | not run; paper 133.02 (-0.67, 0.78) | 12.00 (no CI) n=1" in text
     assert "| marbler-pcp-exact | VDN | 1 | 30.00 (no CI) (100) | 30.00 (100) | --total-timesteps 2000000" in text
+
+
+def test_report_gives_an_mpe_table_with_no_paper_values_and_reference_rows(tmp_path):
+    """MPE gets Table 1's layout (the paper reports no MPE): every cell says it has no paper value, and each task's
+    random play and heuristic team follow it as rows."""
+    write_record(fake_record("vdn_ps", "mpe-tag", 1, [(0, 1.0), (100, 9.5)], total_timesteps=1000000), tmp_path / "results")
+    run_tool("report", "--results", "results", "--out", "rep", "--n-resamples", "200", "--reps", "200", cwd=tmp_path,
+             check=True)  # fmt: skip
+    text = (tmp_path / "rep" / "report.md").read_text()
+    none = "not run; no paper value"
+    assert "\n".join(["### MPE (homogeneous; not in the paper)", "", "| task | IQL | DVDN (GT) | VDN (PS) |",
+                      "|---|---|---|---|",
+                      f"| Spread | {none} | {none} | {none} |",
+                      "| Spread: uniform random (reference) | -80.50 | -80.50 | -80.50 |",
+                      "| Spread: heuristic team (reference) | -24.80 | -24.80 | -24.80 |",
+                      f"| Tag | {none} | {none} | 9.50 (no CI) n=1; no paper value |",
+                      "| Tag: uniform random (reference) | 2.70 | 2.70 | 2.70 |",
+                      "| Tag: heuristic team (reference) | 7.40 | 7.40 | 7.40 |",
+                      f"| Adversary | {none} | {none} | {none} |",
+                      "| Adversary: uniform random (reference) | -9.20 | -9.20 | -9.20 |",
+                      "| Adversary: heuristic team (reference) | 20.60 | 20.60 | 20.60 |", ""]) in text  # fmt: skip
+    assert "| Easy | not run; paper 0.81 (-0.02, 0.02) |" in text and "Easy: uniform random" not in text  # LBF as before
+
+
+def test_table1_takes_mpe_runs_at_1m_and_sets_2m_runs_apart(tmp_path):
+    """The MPE table's runs are 1M env steps (the scripts' default is LBF's 2M); a run at 2M goes to the other settings."""
+    results = tmp_path / "results"
+    for seed, level in [(1, -40.0), (2, -30.0)]:
+        write_record(fake_record("iql", "mpe-spread", seed, [(0, -70.0), (100, level)], total_timesteps=1000000), results)
+    write_record(fake_record("iql", "mpe-spread", 3, [(0, -70.0), (100, -20.0)]), results)  # 2M: not the table's
+    run_tool("report", "--results", "results", "--out", "rep", "--n-resamples", "200", "--reps", "200", cwd=tmp_path,
+             check=True)  # fmt: skip
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| Spread | -35.00 (-5.00, 5.00) n=2; no paper value | not run; no paper value |" in text
+    assert "| Spread | IQL | 2 | 1M | -35.00 |" in text  # the per-cell metrics name the MPE budget
+    assert "| mpe-spread | IQL | 1 | -20.00 (no CI) (100) | -20.00 (100) | --total-timesteps 2000000 |" in text
+
+
+def test_mpe_family_is_normalised_by_the_heuristic_team_and_its_ordering_is_ours(tmp_path):
+    """MPE is a family like LBF: its scores run from random play (0) to the heuristic team (1), its verdicts have no
+    paper's reading, and Table 1's ordering on it is marked as our inference."""
+    results = tmp_path / "results"
+    for seed in [1, 2, 3]:
+        for env, base in [("mpe-spread", -60.0), ("mpe-tag", 4.0), ("mpe-adversary", 0.0)]:
+            for exp_name, shift in [("iql", 0.0), ("dvdn_gt", 5.0), ("vdn_ps", 10.0)]:
+                curve = [(100, base + shift + seed / 100)]
+                write_record(fake_record(exp_name, env, seed, curve, total_timesteps=1000000), results)
+    runs = split_by_defaults(load_groups(results, [])[0])[0]
+    assert score_matrix(runs, ["mpe-spread"], "iql")[0] == pytest.approx(np.array([[(s / 100 - 60 + 80.5) / (80.5 - 24.8)]
+                                                                                   for s in [1, 2, 3]]))  # fmt: skip
+    rows = verdicts(runs, FAMILIES, 300, 0)
+    family = {(r["a"], r["b"]): r for r in rows if r["scope"] == "MPE"}
+    assert sorted(family) == [("dvdn_gt", "iql"), ("dvdn_gt", "vdn_ps"), ("vdn_ps", "iql")]
+    assert [family[pair]["verdict"] for pair in sorted(family)] == ["above", "below", "above"]
+    mpe = {(r["paper"], r["agreement"]) for r in rows if r["envs"][0].startswith("mpe-")}
+    assert mpe == {("no paper value", "cannot say")}
+    assert ("- IQL < DVDN (GT) < VDN (PS) on MPE: **holds** (DVDN (GT) against IQL: above; against VDN (PS): below; the "
+            "ordering is our inference: the paper reports no MPE)") in ordering_lines(rows, FAMILIES).splitlines()
 
 
 def test_record_of_a_real_run_has_the_fingerprint_the_sweep_plans(tmp_path):
