@@ -174,6 +174,16 @@ MUTANTS = [
     Mutant("sweep-child-outlives-the-sweep", "benchmark/sweep.py",
            'preexec_fn=die_with_parent if sys.platform == "linux" else None', "preexec_fn=None",
            ("tests/test_benchmark.py::test_a_stopped_sweep_leaves_no_trainer_behind",)),
+    # the report's MPE table: its budget, its normalisation
+    Mutant("report-mpe-cells-at-the-default-budget", "benchmark/report.py", "defaults[\"total_timesteps\"] = str(MPE_BUDGET)",
+           "pass", ("tests/test_benchmark.py::test_table1_takes_mpe_runs_at_1m_and_sets_2m_runs_apart",)),
+    Mutant("report-mpe-normalised-to-zero", "benchmark/report.py", "return reference[RANDOM], reference[HEURISTIC]",
+           "return reference[RANDOM], 0.0",
+           ("tests/test_benchmark.py::test_mpe_family_is_normalised_by_the_heuristic_team_and_its_ordering_is_ours",)),
+    # the multiprocess scripts: one agent's line cut into another's on the shared output
+    Mutant("multiprocess-line-written-in-two", "dvdn_multiprocess.py", "reconfigure(line_buffering=True, write_through=False)",
+           "reconfigure(line_buffering=True)",
+           ("tests/test_multiprocess.py::test_each_write_to_the_shared_output_is_whole_lines[dvdn_multiprocess.py]",)),
 ]  # fmt: skip
 
 
