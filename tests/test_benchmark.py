@@ -689,6 +689,9 @@ def test_evaluation_tools_stop_in_one_line_on_bad_input(tmp_path):
         ("studies.mpe_heuristics", ["--episodes", "0"], "error: --episodes must be at least 1, got 0"),
         ("studies.random_returns", ["--seed", "-1"], "error: --seed must lie in [0, 4294967295], got -1"),
         ("studies.marbler_heuristics", ["--env-seed", "-1"], "error: --env-seed must lie in [0, 4294967295], got -1"),
+        ("studies.gradient_step_cost", ["--steps", "0"], "error: --steps must be at least 1, got 0"),
+        ("studies.run_cost", ["--vs", "no-such-commit"], "error: --vs no-such-commit is not a commit of this repository"),
+        ("studies.run_cost", ["--vs", "HEAD", "--scripts", "ppo.py"], "error: --scripts ppo.py is not a training script"),
         ("records", ["--runs", "nowhere"], "error: --runs nowhere is not a folder"),
         ("records", ["--runs", "."], "error: no run folders ({env}__{exp_name}__{seed}__{unix_time}) under ."),
     ]
