@@ -55,7 +55,8 @@ def run(code: Path, script: str, env: str, steps: int, workdir: str):
     out = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     seconds = cpu_seconds() - start
     if out.returncode != 0:
-        raise SystemExit(f"error: {' '.join(command[1:])} failed in {code}: {out.stderr.strip().splitlines()[-1:]}")
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: {' '.join(command[1:])} failed in {code}: {last}")
     return seconds, re.findall(r"episodic_return=(\S+)", out.stdout)
 
 
