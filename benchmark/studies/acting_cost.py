@@ -20,17 +20,23 @@ from benchmark.checks import at_least_one
 
 
 @dataclass
-class Args:
+class Shape:
+    """What both cost studies time: the agents' networks and one episode (gradient_step_cost.py takes these too)."""
+
     agents: int = 3
-    """networks, one per agent"""
+    """networks, one per agent (lbf-easy: 3; marbler-arctic: 4)"""
     obs_size: int = 30
-    """observation length (lbf-easy's is 30 with the one-hot of vdn_ps.py's input left out)"""
+    """observation length of one agent (lbf-easy: 30, without the one-hot of the agent id that vdn_ps.py adds)"""
     n_actions: int = 6
     """Q-values per agent"""
     hidden_dim: int = 64
-    """fc and GRU width (the default of iql.py, vdn.py and dvdn.py)"""
+    """fc and GRU width (64: iql.py, vdn.py, dvdn.py; 128: vdn_ps.py, dvdn_gt.py)"""
     episode_steps: int = 50
-    """steps of one episode (lbf's limit)"""
+    """time steps of one episode (lbf: up to 50)"""
+
+
+@dataclass
+class Args(Shape):
     episodes: int = 40
     """episodes per timing"""
     repeats: int = 7

@@ -24,21 +24,11 @@ import torch.optim as optim
 import tyro
 
 from benchmark.checks import at_least_one
-from benchmark.studies.acting_cost import Net  # fc -> ReLU -> GRU -> fc, the scripts' QNetwork
+from benchmark.studies.acting_cost import Net, Shape  # Net: fc -> ReLU -> GRU -> fc, the scripts' QNetwork
 
 
 @dataclass
-class Args:
-    agents: int = 3
-    """agents (lbf-easy: 3; marbler-arctic: 4)"""
-    obs_size: int = 30
-    """observation length of one agent (lbf-easy: 30)"""
-    n_actions: int = 6
-    """Q-values per agent"""
-    hidden_dim: int = 64
-    """fc and GRU width (64: iql.py, vdn.py, dvdn.py; 128: vdn_ps.py, dvdn_gt.py)"""
-    episode_steps: int = 50
-    """time steps of each sampled episode (lbf: up to 50)"""
+class Args(Shape):
     batch_size: int = 32
     """episodes per gradient step, as the scripts"""
     steps: int = 20
