@@ -15,6 +15,9 @@ PRESETS = {
     "lbf-easy": ("Foraging-10x10-3p-3f-v3", {}),
     "lbf-medium": ("Foraging-2s-10x10-3p-3f-v3", {}),
     "lbf-hard": ("Foraging-15x15-4p-4f-v3", {"max_num_food": 5}),
+    # the first author's two other 15x15 tasks, to test which tasks Table 1's Medium and Hard were (docs/lbf-gap.md)
+    "lbf-15x15-3p-5f": ("Foraging-15x15-3p-4f-v3", {"max_num_food": 5}),
+    "lbf-15x15-4p-3f": ("Foraging-15x15-4p-3f-v3", {}),
 }
 PRESETS_2_0 = {f"{name}-2.0": task for name, task in PRESETS.items()}
 

@@ -6,7 +6,7 @@ import pytest
 from envs import make_env
 from envs.lbf import PRESETS
 
-RAW = {"lbf-easy": "lbf-easy-2.0", "lbf-medium": "lbf-medium-2.0", "lbf-hard": "lbf-hard-2.0"}
+RAW = {name: f"{name}-2.0" for name in PRESETS}  # the same task under lbforaging 2.0's rules
 
 
 def spawns(name, resets, seed=0):
