@@ -112,8 +112,8 @@ def env_family(name: str) -> str:
     if name.removesuffix("-full") in MPE_PRESETS:
         return "mpe"
     raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS + LBF_PROBES)}, "
-                     "an LBF preset with the suffix -2.0, a MARBLER preset with the suffix -exact, an MPE preset with the suffix -full, "
-                     "or a raw lbforaging id (Foraging-...-v3)")
+                     "an LBF preset with the suffix -2.0, a MARBLER preset with the suffix -exact, "
+                     "an MPE preset with the suffix -full, or a raw lbforaging id (Foraging-...-v3)")
 
 
 def make_env(name: str, seed: int):
