@@ -1,5 +1,4 @@
 # docs and experiment results: README.md#dvdn_gtpy (parent: dvdn.py)
-import math
 import os
 import random
 import time
@@ -15,6 +14,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from envs import evaluate, make_env
+from envs.graph import first_graph, link_prob_error, random_graph
 
 
 @dataclass
@@ -99,9 +99,8 @@ class Args:
     def __post_init__(self):  # a bad flag stops the run here, in one line, before anything is made (NaN and inf fail too)
         positive = ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
                     "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]
-        rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive),
+        rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive + ["adam_eps"]),
                  (lambda x: 0 <= x <= 1, "lie in [0, 1]", ["gamma", "start_e", "end_e", "eval_epsilon", "tau", "link_prob"]),
-                 (lambda x: 0 < x < np.inf, "be positive and finite", ["adam_eps"]),
                  (lambda x: 0 <= x < 1, "lie in [0, 1)", ["beta1", "beta2"]),
                  (lambda x: x >= 0, "be 0 or more", ["checkpoint_frequency", "consensus_rounds"]),
                  (lambda x: 0 <= x < 2**32 - 100_000, f"lie in [0, {2**32 - 100_001}]", ["seed"])]  # eval env: seed + 1e5
@@ -199,25 +198,6 @@ class RunningMeanStd:
         self.count = total
 
 
-def random_graph(n_agents: int, link_prob: float, max_draws: int = 1_000_000):
-    """Adjacency matrix of a random undirected graph, each link up with probability link_prob, redrawn until connected."""
-    for _ in range(max_draws):  # the scripts refuse a link_prob that needs over 1000 draws on average
-        upper = np.triu(np.random.random((n_agents, n_agents)) < link_prob, k=1)
-        adj = (upper | upper.T).astype(np.float64)
-        if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():  # every agent reaches every other
-            return adj
-    raise RuntimeError(f"no connected graph of {n_agents} agents in {max_draws} draws with link_prob {link_prob}")
-
-
-def connected_probability(n_agents: int, link_prob: float):
-    """Probability that one draw of random_graph is connected (Gilbert 1959: condition on the size k of agent 0's part)."""
-    connected = [1.0]  # connected[k - 1]: the probability for k agents
-    for n in range(2, n_agents + 1):
-        split = sum(math.comb(n - 1, k - 1) * connected[k - 1] * (1 - link_prob) ** (k * (n - k)) for k in range(1, n))
-        connected.append(1.0 - split)
-    return connected[-1]
-
-
 def metropolis_weights(adj: np.ndarray):
     """Metropolis-Hastings mixing matrix: symmetric, rows and columns sum to 1."""
     deg = adj.sum(axis=1)
@@ -267,9 +247,8 @@ if __name__ == "__main__":
         raise SystemExit(f"error: {e}")
     n_agents = env.n_agents
 
-    if args.topology in ("switching", "static") and connected_probability(n_agents, args.link_prob) < 1e-3:
-        raise SystemExit(f"error: --link-prob {args.link_prob} connects {n_agents} agents in under 1 of 1000 draws of the "
-                         "graph; raise it, or use --topology none to train without links")  # fmt: skip
+    if error := link_prob_error(args.topology, n_agents, args.link_prob):  # a --link-prob that rarely connects
+        raise SystemExit(f"error: {error}")
     run_name = checkpoint["run_name"] if checkpoint else f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if args.track:
         import wandb  # lazy: untracked runs never import wandb
@@ -300,10 +279,7 @@ if __name__ == "__main__":
     w = torch.stack([parameters_to_vector(q_networks[i].parameters()) for i in range(n_agents)]).detach()
     z, g_prev, m, v = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
     hidden = None
-    if args.topology in ("switching", "static"):
-        adj = random_graph(n_agents, args.link_prob)
-    else:
-        adj = np.ones((n_agents, n_agents)) - np.eye(n_agents) if args.topology == "complete" else np.zeros((n_agents,) * 2)
+    adj = first_graph(args.topology, n_agents, args.link_prob)
 
     rb = ReplayBuffer(args.buffer_size, env.episode_limit, n_agents, env.obs_size)
     reward_stats = RunningMeanStd()

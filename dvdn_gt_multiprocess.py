@@ -1,6 +1,5 @@
 # docs and experiment results: docs/multiprocess.md (parent: dvdn_gt.py)
 import datetime
-import math
 import os
 import random
 import sys
@@ -18,6 +17,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from envs import make_env
+from envs.graph import first_graph, link_prob_error, random_graph
 
 
 @dataclass
@@ -104,9 +104,8 @@ class Args:
     def __post_init__(self):  # a bad flag stops the run here, in one line, before anything is made (NaN and inf fail too)
         positive = ["total_timesteps", "buffer_size", "target_network_frequency", "batch_size", "exploration_steps",
                     "hidden_dim", "eval_frequency", "eval_episodes", "learning_rate", "max_grad_norm", "tau"]
-        rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive),
+        rules = [(lambda x: 0 < x < np.inf, "be positive and finite", positive + ["adam_eps"]),
                  (lambda x: 0 <= x <= 1, "lie in [0, 1]", ["gamma", "start_e", "end_e", "eval_epsilon", "tau", "link_prob"]),
-                 (lambda x: 0 < x < np.inf, "be positive and finite", ["adam_eps"]),
                  (lambda x: 0 <= x < 1, "lie in [0, 1)", ["beta1", "beta2"]),
                  (lambda x: 0 < x < np.inf, "be positive and finite", ["peer_timeout"]),
                  (lambda x: x >= 0, "be 0 or more", ["checkpoint_frequency", "consensus_rounds"]),
@@ -203,25 +202,6 @@ class RunningMeanStd:
         self.mean += delta * n / total
         self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
         self.count = total
-
-
-def random_graph(n_agents: int, link_prob: float, max_draws: int = 1_000_000):
-    """Adjacency matrix of a random undirected graph, each link up with probability link_prob, redrawn until connected."""
-    for _ in range(max_draws):  # the scripts refuse a link_prob that needs over 1000 draws on average
-        upper = np.triu(np.random.random((n_agents, n_agents)) < link_prob, k=1)
-        adj = (upper | upper.T).astype(np.float64)
-        if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():  # every agent reaches every other
-            return adj
-    raise RuntimeError(f"no connected graph of {n_agents} agents in {max_draws} draws with link_prob {link_prob}")
-
-
-def connected_probability(n_agents: int, link_prob: float):
-    """Probability that one draw of random_graph is connected (Gilbert 1959: condition on the size k of agent 0's part)."""
-    connected = [1.0]  # connected[k - 1]: the probability for k agents
-    for n in range(2, n_agents + 1):
-        split = sum(math.comb(n - 1, k - 1) * connected[k - 1] * (1 - link_prob) ** (k * (n - k)) for k in range(1, n))
-        connected.append(1.0 - split)
-    return connected[-1]
 
 
 def metropolis_weights(adj: np.ndarray):
@@ -331,9 +311,8 @@ if __name__ == "__main__":
         raise SystemExit(f"error: {e}")
     n_agents = env.n_agents
 
-    if args.topology in ("switching", "static") and connected_probability(n_agents, args.link_prob) < 1e-3:
-        raise SystemExit(f"error: --link-prob {args.link_prob} connects {n_agents} agents in under 1 of 1000 draws of the "
-                         "graph; raise it, or use --topology none to train without links")  # fmt: skip
+    if error := link_prob_error(args.topology, n_agents, args.link_prob):  # a --link-prob that rarely connects
+        raise SystemExit(f"error: {error}")
     # distribution: torchrun starts one process per agent; this one is agent i and holds agent i's learner only
     if not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
         raise SystemExit(f"error: start this script with torchrun, one process per agent: torchrun --nproc-per-node "
@@ -385,10 +364,7 @@ if __name__ == "__main__":
     w = parameters_to_vector(q_network.parameters()).detach()
     z, g_prev, m, v = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
     hidden = None
-    if args.topology in ("switching", "static"):
-        adj = random_graph(n_agents, args.link_prob)
-    else:
-        adj = np.ones((n_agents, n_agents)) - np.eye(n_agents) if args.topology == "complete" else np.zeros((n_agents,) * 2)
+    adj = first_graph(args.topology, n_agents, args.link_prob)
 
     rb = ReplayBuffer(args.buffer_size, env.episode_limit, 1, env.obs_size)  # agent i's observations and actions, team reward
     reward_stats = RunningMeanStd()

@@ -31,7 +31,7 @@ from typing import Optional
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGO, CONSISTENCY = "tests/test_algorithms.py::", "tests/test_consistency.py::"
+ALGO, CONSISTENCY, GRAPH = "tests/test_algorithms.py::", "tests/test_consistency.py::", "tests/test_graph.py::"
 CLIP_TEST = CONSISTENCY + "test_gradient_norm_is_clipped_over_what_each_optimiser_steps"
 CLIP_EACH = "nn.utils.clip_grad_norm_(q_networks[i].parameters(), args.max_grad_norm)"  # iql.py and dvdn.py
 CLIP_ALL = "nn.utils.clip_grad_norm_([p for q in q_networks for p in q.parameters()], args.max_grad_norm)"
@@ -69,9 +69,9 @@ MUTANTS = [
            tuple(ALGO + f"test_metropolis_weights_are_symmetric_doubly_stochastic[{n}]" for n in (3, 8))),
     Mutant("dvdn-consensus-one-round-short", "dvdn.py", "for _ in range(rounds):", "for _ in range(rounds - 1):",
            (ALGO + "test_exact_and_no_consensus", ALGO + "test_switching_consensus_converges_to_the_mean")),
-    Mutant("dvdn-graph-not-checked-connected", "dvdn.py",
+    Mutant("graph-not-checked-connected", "envs/graph.py",
            "if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():", "if True:",
-           (ALGO + "test_random_graph_is_connected_and_varies",)),
+           (GRAPH + "test_random_graph_is_connected_and_varies",)),
     # dvdn_gt.py: gradient tracking with GTAdam, eqs. (4c)-(4d)
     Mutant("gt-tracker-keeps-old-gradient", "dvdn_gt.py", "z = W @ z + g - g_prev", "z = W @ z + g",
            (ALGO + "test_tracker_mean_equals_mean_gradient",)),

@@ -11,7 +11,7 @@ At the end of an episode `info["episode"] = {"r": team return, "l": length}`, wh
 the sum over time of the sum of the agents' rewards. The wrappers make no algorithm choices.
 `env.render()` returns an RGB frame (H, W, 3) uint8, drawn headless; `env.film(path)` records the next episode.
 `evaluate(act, env, episodes, epsilon, rng)` plays a policy for some episodes: the scripts' evaluation, and
-benchmark/evaluate.py's.
+benchmark/evaluate.py's. `envs/graph.py` is the communication graph the DVDN scripts' agents talk over.
 """
 
 import os

@@ -16,6 +16,7 @@ import iql  # noqa: E402
 import iql_ps  # noqa: E402
 import vdn  # noqa: E402
 import vdn_ps  # noqa: E402
+from envs.graph import random_graph  # noqa: E402
 
 # Each script keeps its own copy of the shared helpers (buffer, schedule, reward statistics, TD error), so each copy is
 # tested, not only iql.py's: a bug in one child's copy would otherwise pass every test.
@@ -130,13 +131,13 @@ def test_vdn_loss_is_the_squared_sum_of_local_tds():
     torch.testing.assert_close(deltas.sum(-1), jtd)
 
 
-# ---------------------------------------------------------------- graphs and Metropolis consensus
+# ---------------------------------------------------------------- Metropolis consensus (the graphs: test_graph.py)
 @pytest.mark.parametrize("n_agents", range(2, 11))
 def test_metropolis_weights_are_symmetric_doubly_stochastic(n_agents):
     np.random.seed(n_agents)
     for link_prob in (0.1, 0.5, 0.9):
         for _ in range(20):
-            adj = dvdn.random_graph(n_agents, link_prob)
+            adj = random_graph(n_agents, link_prob)
             assert (adj == adj.T).all() and (np.diag(adj) == 0).all()
             W = dvdn.metropolis_weights(adj)
             np.testing.assert_allclose(W, W.T)
@@ -146,47 +147,12 @@ def test_metropolis_weights_are_symmetric_doubly_stochastic(n_agents):
             assert ((W > 0) == (adj + np.eye(n_agents) > 0)).all()  # weights only on links and self
 
 
-def test_random_graph_is_connected_and_varies():
-    np.random.seed(0)
-    graphs = [dvdn.random_graph(6, 0.3) for _ in range(200)]
-    for adj in graphs:
-        reached = {0}
-        for _ in range(6):
-            reached |= {j for i in reached for j in np.flatnonzero(adj[i])}
-        assert reached == set(range(6))
-    assert len({adj.tobytes() for adj in graphs}) > 50  # links really drop out
-
-
-@pytest.mark.parametrize("n_agents, link_prob", [(2, 0.3), (3, 0.5), (5, 0.2), (6, 0.15)])
-def test_connected_probability_matches_random_graphs_redraws(n_agents, link_prob, monkeypatch):
-    """random_graph redraws until the graph is connected, so its draws per graph average 1 / connected_probability: the
-    exact probability behind the scripts' refusal of a hopeless --link-prob."""
-    draws, real_random = [0], np.random.random
-
-    def counted(*args, **kwargs):
-        draws[0] += 1
-        return real_random(*args, **kwargs)
-
-    monkeypatch.setattr(np.random, "random", counted)
-    np.random.seed(n_agents)
-    graphs, p = 2000, dvdn.connected_probability(n_agents, link_prob)
-    for _ in range(graphs):
-        dvdn.random_graph(n_agents, link_prob)
-    # draws per graph are geometric: mean 1 / p, variance (1 - p) / p^2
-    assert draws[0] / graphs == pytest.approx(1 / p, abs=4 * np.sqrt((1 - p) / p**2 / graphs))
-
-
-def test_random_graph_gives_up_after_its_draws():
-    with pytest.raises(RuntimeError, match="no connected graph of 4 agents in 50 draws"):
-        dvdn.random_graph(4, 0.0, max_draws=50)
-
-
 def test_switching_consensus_converges_to_the_mean():
     np.random.seed(1)
     deltas = torch.randn(4, 7, 8, dtype=torch.float64)  # (batch, time, n_agents)
     x = deltas
     for _ in range(300):
-        x = dvdn.consensus(x, torch.as_tensor(dvdn.metropolis_weights(dvdn.random_graph(8, 0.3))), 1)
+        x = dvdn.consensus(x, torch.as_tensor(dvdn.metropolis_weights(random_graph(8, 0.3))), 1)
         torch.testing.assert_close(x.mean(-1), deltas.mean(-1))  # every round preserves the network mean
     torch.testing.assert_close(x, deltas.mean(-1, keepdim=True).expand_as(x), atol=1e-8, rtol=0)
 
@@ -246,7 +212,7 @@ def test_tracker_mean_equals_mean_gradient():
     w = torch.randn(n, p, dtype=torch.float64)
     z, g_prev, m, v = (torch.zeros(n, p, dtype=torch.float64) for _ in range(4))
     for t in range(1, 60):
-        W = torch.as_tensor(dvdn_gt.metropolis_weights(dvdn_gt.random_graph(n, 0.4)))
+        W = torch.as_tensor(dvdn_gt.metropolis_weights(random_graph(n, 0.4)))
         g = torch.randn(n, p, dtype=torch.float64) * t
         w_mean = w.mean(0)
         w, z, m, v = dvdn_gt.gtadam_step(W, w, z, g, g_prev, m, v, t, 1e-2, 0.9, 0.999, 1e-8, True)
@@ -309,7 +275,7 @@ def test_children_share_their_parents_td_target_consensus_and_loss():
 
     for module in [iql_ps, vdn, vdn_ps, dvdn, dvdn_gt]:
         assert inspect.getsource(module.td_error) == inspect.getsource(iql.td_error), module.__name__
-    for name in ["random_graph", "connected_probability", "metropolis_weights", "consensus"]:
+    for name in ["metropolis_weights", "consensus"]:
         assert inspect.getsource(getattr(dvdn_gt, name)) == inspect.getsource(getattr(dvdn, name)), name
 
     def consensus_and_loss(path):

@@ -791,8 +791,9 @@ def test_consensus_error_averages_each_window_of_what_the_run_kept(tmp_path):
 
 def test_consensus_rounds_leave_the_share_the_graph_law_gives():
     """a_K over every connected graph: the closed form for 3 agents, the same share of every TD vector's disagreement
-    (the claim the tool's one number per K rests on), and the law is the one dvdn.random_graph draws from."""
+    (the claim the tool's one number per K rests on), and the law is the one envs.graph.random_graph draws from."""
     import dvdn
+    from envs.graph import random_graph
 
     law3 = graph_law(3, 0.5)  # a path (prob. 3/4 given connected; W's other eigenvalues 2/3 and 0) or the triangle (W = J)
     assert np.isclose(sum(p for _, p in law3), 1.0)
@@ -807,7 +808,7 @@ def test_consensus_rounds_leave_the_share_the_graph_law_gives():
             left = sum(p * np.sum((np.linalg.matrix_power(w, rounds) @ delta - delta.mean()) ** 2) for w, p in law4)
             assert np.isclose(left, disagreement_left(law4, rounds) * np.sum((delta - delta.mean()) ** 2))
     np.random.seed(0)
-    draws = [np.sum((dvdn.metropolis_weights(dvdn.random_graph(4, 0.3)) - 0.25) ** 2) / 3 for _ in range(4000)]
+    draws = [np.sum((dvdn.metropolis_weights(random_graph(4, 0.3)) - 0.25) ** 2) / 3 for _ in range(4000)]
     assert abs(np.mean(draws) - disagreement_left(law4, 1)) < 4 * np.std(draws) / np.sqrt(len(draws))
 
 

@@ -14,6 +14,7 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import dvdn_gt  # noqa: E402
+import envs.graph  # noqa: E402
 import iql  # noqa: E402
 from test_scripts import SCRIPTS  # noqa: E402
 
@@ -312,7 +313,8 @@ def test_decentralised_step_is_the_algorithm_written_out(script, monkeypatch, tm
             gt_calls.append((W, g.clone(), g_prev.clone(), new_w.clone(), new_z.clone()))
             return new_w, new_z, m, v
 
-        namespace["random_graph"] = recorded_graph
+        namespace["random_graph"] = recorded_graph  # the script's draw at each step ...
+        monkeypatch.setattr(envs.graph, "random_graph", recorded_graph)  # ... and first_graph's at the start
         if gtadam_step:
             namespace["gtadam_step"] = recorded_gtadam_step
 

@@ -22,8 +22,8 @@ MULTIPROCESS = ["dvdn_multiprocess.py", "dvdn_gt_multiprocess.py"]  # torchrun c
 # changed lines (difflib, both sides) of each child against its parent, as last reviewed; lower these as diffs shrink.
 # DIFF_SLACK lets a correct fix to a line that parent and child share (a few changed lines) pass without a new review.
 # The last pair is two siblings: IQL (PS) is VDN (PS) without the VDN sum, so the two read side by side.
-DIFF_BUDGET = {("iql.py", "iql_ps.py"): 71, ("iql.py", "vdn.py"): 31, ("vdn.py", "vdn_ps.py"): 61, ("vdn.py", "dvdn.py"): 91,
-               ("dvdn.py", "dvdn_gt.py"): 61, ("vdn_ps.py", "iql_ps.py"): 11,
+DIFF_BUDGET = {("iql.py", "iql_ps.py"): 71, ("iql.py", "vdn.py"): 31, ("vdn.py", "vdn_ps.py"): 61, ("vdn.py", "dvdn.py"): 68,
+               ("dvdn.py", "dvdn_gt.py"): 62, ("vdn_ps.py", "iql_ps.py"): 11,
                ("dvdn.py", "dvdn_multiprocess.py"): 220, ("dvdn_gt.py", "dvdn_gt_multiprocess.py"): 243}  # fmt: skip
 DIFF_SLACK = 6
 LBF = ["lbf-easy", "lbf-medium", "lbf-hard"]
@@ -112,7 +112,7 @@ def test_capture_video_films_evaluations_and_changes_nothing(script, env, tmp_pa
     "script, flags, message",
     [
         ("iql.py", ["--env", "lbf-impossible"], "lbf-easy, lbf-medium, lbf-hard"),
-        ("vdn.py", ["--env", "mpe-push"], "mpe-spread, mpe-tag, mpe-adversary, an LBF preset with the suffix -2.0"),
+        ("vdn.py", ["--env", "mpe-push"], "mpe-spread, mpe-tag, mpe-adversary"),
         ("vdn.py", ["--env", "Foraging-10x10-0p-3f-v3"], "unknown lbforaging id"),
         ("vdn_ps.py", ["--total-timesteps", "0"], "--total-timesteps must be positive"),
         ("iql.py", ["--batch-size", "-1"], "--batch-size must be positive"),

@@ -34,7 +34,7 @@ class Args:
 
 
 def graph_law(n_agents: int, link_prob: float):
-    """Every connected graph on n_agents with its probability under dvdn.random_graph: [(W, probability)]."""
+    """Every connected graph on n_agents with its probability under envs.graph.random_graph: [(W, probability)]."""
     rows, cols = np.array(list(combinations(range(n_agents), 2))).T
     law = []
     for graph in range(2 ** len(rows)):  # bit k of graph: link k is up
