@@ -72,6 +72,11 @@ MUTANTS = [
     Mutant("graph-not-checked-connected", "envs/graph.py",
            "if (np.linalg.matrix_power(np.eye(n_agents) + adj, n_agents - 1) > 0).all():", "if True:",
            (GRAPH + "test_random_graph_is_connected_and_varies",)),
+    Mutant("graph-link-prob-never-refused", "envs/graph.py", "connected_probability(n_agents, link_prob) < 1e-3:",
+           "connected_probability(n_agents, link_prob) < 0:",
+           (GRAPH + "test_a_random_topology_refuses_a_link_prob_that_rarely_connects[switching]",)),
+    Mutant("graph-complete-has-no-links", "envs/graph.py", 'if topology == "complete" else', 'if topology == "none" else',
+           (GRAPH + "test_first_graph_of_each_topology", ALGO + "test_dvdn_with_complete_graph_equals_vdn")),
     # dvdn_gt.py: gradient tracking with GTAdam, eqs. (4c)-(4d)
     Mutant("gt-tracker-keeps-old-gradient", "dvdn_gt.py", "z = W @ z + g - g_prev", "z = W @ z + g",
            (ALGO + "test_tracker_mean_equals_mean_gradient",)),
