@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 LBF_PRESETS = ("lbf-easy", "lbf-medium", "lbf-hard")  # lbforaging 1.x spawn rules; "-2.0" gives the same task under 2.0's
-LBF_PROBES = ("lbf-15x15-3p-5f", "lbf-15x15-4p-3f")  # the same rules, other tasks: candidates for the paper's (docs/lbf-gap.md)
+LBF_PROBES = ("lbf-15x15-3p-5f", "lbf-15x15-4p-3f")  # same rules, other tasks, probed as the paper's (docs/lbf-gap.md)
 MARBLER_PRESETS = ("marbler-arctic", "marbler-material", "marbler-pcp", "marbler-warehouse")  # "-exact": DAQP's QP
 MPE_PRESETS = ("mpe-spread", "mpe-tag", "mpe-adversary")  # partially observable; "-full" gives mpe2's full observations
 PRESETS = LBF_PRESETS + MARBLER_PRESETS + MPE_PRESETS
@@ -111,7 +111,8 @@ def env_family(name: str) -> str:
         return "marbler"
     if name.removesuffix("-full") in MPE_PRESETS:
         return "mpe"
-    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(PRESETS + LBF_PROBES)}, "
+    names = LBF_PRESETS + LBF_PROBES + MARBLER_PRESETS + MPE_PRESETS  # each family's names together
+    raise ValueError(f"unknown env {name!r}; choose one of {', '.join(names)}, "
                      "an LBF preset with the suffix -2.0, a MARBLER preset with the suffix -exact, "
                      "an MPE preset with the suffix -full, or a raw lbforaging id (Foraging-...-v3)")
 

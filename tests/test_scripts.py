@@ -112,7 +112,7 @@ def test_capture_video_films_evaluations_and_changes_nothing(script, env, tmp_pa
     "script, flags, message",
     [
         ("iql.py", ["--env", "lbf-impossible"], "lbf-easy, lbf-medium, lbf-hard"),
-        ("vdn.py", ["--env", "mpe-push"], "mpe-spread, mpe-tag, mpe-adversary"),
+        ("vdn.py", ["--env", "mpe-push"], "mpe-spread, mpe-tag, mpe-adversary, an LBF preset with the suffix -2.0"),
         ("vdn.py", ["--env", "Foraging-10x10-0p-3f-v3"], "unknown lbforaging id"),
         ("vdn_ps.py", ["--total-timesteps", "0"], "--total-timesteps must be positive"),
         ("iql.py", ["--batch-size", "-1"], "--batch-size must be positive"),
