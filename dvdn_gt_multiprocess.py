@@ -16,7 +16,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from envs import make_env
+from envs import Progress, make_env
 from envs.graph import first_graph, link_prob_error, random_graph
 
 
@@ -373,7 +373,7 @@ if __name__ == "__main__":
     # ALGO LOGIC: start the game (this script keeps no checkpoints)
     obs, _ = env.reset()
     start_step = 0
-    start_time = last_print = time.time()
+    progress = Progress(start_step, args.total_timesteps, writer)
     for global_step in range(start_step, args.total_timesteps):
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step)
@@ -444,14 +444,8 @@ if __name__ == "__main__":
                 for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                     target_param.data.copy_(args.tau * param.data + (1.0 - args.tau) * target_param.data)
 
-        # TRY NOT TO MODIFY: progress line, every 10k steps and at least every 30 seconds
-        if (global_step + 1) % 10_000 == 0 or time.time() - last_print > 30:
-            sps = (global_step + 1 - start_step) / (time.time() - start_time)
-            eta = int((args.total_timesteps - global_step - 1) / sps)
-            print(f"global_step={global_step + 1}/{args.total_timesteps}, SPS={int(sps)}, ETA={eta // 60}m{eta % 60:02d}s")
-            last_print = time.time()
-            if (global_step + 1) % 10_000 == 0:
-                writer.add_scalar("charts/SPS", int(sps), global_step + 1)
+        # TRY NOT TO MODIFY: progress line (steps, SPS, ETA) every 10k steps and at least every 30 seconds
+        progress.update(global_step + 1)
 
         # ALGO LOGIC: greedy evaluation on a separately seeded env
         if (global_step + 1) % args.eval_frequency == 0 or global_step + 1 == args.total_timesteps:
@@ -476,9 +470,8 @@ if __name__ == "__main__":
             if video_path and args.track and i == 0:
                 wandb.log({"eval/video": wandb.Video(video_path, format="gif")})
 
-    if gradient_step == 0:
-        raise SystemExit(f"error: no gradient step in {args.total_timesteps} steps: fewer than --batch-size {args.batch_size} "
-                         "episodes ended; raise --total-timesteps")
+    if gradient_step == 0:  # fewer than --batch-size episodes ended: a network that never trained is not saved
+        raise SystemExit(f"error: no gradient step in {args.total_timesteps} steps; raise --total-timesteps")
     if args.save_model:
         model_path = f"runs/{run_name}/agent_{i}/{args.exp_name}.pt"
         torch.save(q_network.state_dict(), model_path)

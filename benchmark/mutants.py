@@ -169,6 +169,13 @@ MUTANTS = [
            ("tests/test_checkpoint.py::test_a_loss_that_overflows_stops_the_run_before_the_update[dvdn_gt.py]",)),
     Mutant("resume-takes-any-script", "checkpoints.py", 'if checkpoint["script"] != os.path.basename(script):', "if False:",
            ("tests/test_checkpoint.py::test_a_checkpoint_resumes_only_in_its_own_script_and_only_when_readable",)),
+    Mutant("untrained-network-saved", "iql.py", "if gradient_step == 0:", "if False:",
+           ("tests/test_scripts.py::test_bad_input_gives_one_line[iql.py-flags23-no gradient step]",)),
+    # the progress line: SPS and ETA count from the step a run resumed at, and a line comes at least every 30 s
+    Mutant("progress-counts-from-step-zero", "envs/__init__.py", "sps = (steps - self.start_step) /", "sps = steps /",
+           ("tests/test_scripts.py::test_progress_line_every_10k_steps_and_every_30_seconds",)),
+    Mutant("progress-silent-between-10k-steps", "envs/__init__.py", "time.time() - self.last_print <= 30:", "True:",
+           ("tests/test_scripts.py::test_progress_line_every_10k_steps_and_every_30_seconds",)),
     # the sweep: runs with other flags, a run finished after its last checkpoint, a stopped sweep's child
     Mutant("sweep-folder-ignores-the-flags", "benchmark/sweep.py", "fingerprint(planned_flags(script, env, seed, extra))}",
            "fingerprint(planned_flags(script, env, seed, []))}", ("tests/test_benchmark.py::test_sweep_resume_and_report",)),

@@ -11,10 +11,12 @@ At the end of an episode `info["episode"] = {"r": team return, "l": length}`, wh
 the sum over time of the sum of the agents' rewards. The wrappers make no algorithm choices.
 `env.render()` returns an RGB frame (H, W, 3) uint8, drawn headless; `env.film(path)` records the next episode.
 `evaluate(act, env, episodes, epsilon, rng)` plays a policy for some episodes: the scripts' evaluation, and
-benchmark/evaluate.py's. `envs/graph.py` is the communication graph the DVDN scripts' agents talk over.
+benchmark/evaluate.py's. `Progress` prints a run's progress line (steps, SPS, ETA). `envs/graph.py` is the
+communication graph the DVDN scripts' agents talk over.
 """
 
 import os
+import time
 
 import numpy as np
 
@@ -92,6 +94,26 @@ def evaluate(act, env, episodes: int, epsilon: float, rng, video=None, watchers=
                 watcher.step(terminated, truncated, info)
         returns.append(info["episode"]["r"])
     return np.array(returns)
+
+
+class Progress:
+    """A run's progress line, `global_step=20000/2000000, SPS=370, ETA=89m11s`, every 10k steps and at least every 30
+    seconds, and SPS to TensorBoard every 10k steps. SPS and ETA count from `start_step` (0, or the step resumed from)."""
+
+    def __init__(self, start_step: int, total_steps: int, writer):
+        self.start_step, self.total_steps, self.writer = start_step, total_steps, writer
+        self.start_time = self.last_print = time.time()
+
+    def update(self, steps: int):
+        """`steps`: environment steps done so far."""
+        if steps % 10_000 and time.time() - self.last_print <= 30:
+            return
+        sps = (steps - self.start_step) / (time.time() - self.start_time)
+        eta = int((self.total_steps - steps) / sps)
+        print(f"global_step={steps}/{self.total_steps}, SPS={int(sps)}, ETA={eta // 60}m{eta % 60:02d}s")
+        self.last_print = time.time()
+        if steps % 10_000 == 0:
+            self.writer.add_scalar("charts/SPS", int(sps), steps)
 
 
 def write_gif(frames, path: str, frames_per_second: int = 5):

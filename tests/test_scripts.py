@@ -15,6 +15,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import envs  # noqa: E402
 from envs import make_env  # noqa: E402
 
 SCRIPTS = ["iql.py", "iql_ps.py", "vdn.py", "vdn_ps.py", "dvdn.py", "dvdn_gt.py"]
@@ -54,6 +55,28 @@ def test_end_to_end(script, env, tmp_path):
     assert "eval_episodic_return" in out
     events = list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
     assert len(events) == 1
+
+
+def test_progress_line_every_10k_steps_and_every_30_seconds(monkeypatch, capsys):
+    """A run resumed at step 30k of 100k, on a fake clock: lines at 40k and 50k, then one whenever more than 30 s passed
+    without a 10k step; SPS and ETA count from the resume; TensorBoard gets SPS at the 10k steps only."""
+    clock, scalars = [1000.0], []
+
+    class Writer:
+        def add_scalar(self, *args):
+            scalars.append(args)
+
+    monkeypatch.setattr(envs.time, "time", lambda: clock[0])
+    progress = envs.Progress(30_000, 100_000, Writer())
+    for step in range(30_001, 55_001):
+        clock[0] += 1 / 512 if step <= 50_000 else 1 / 32  # 512 SPS up to 50k, then 32 (binary fractions: exact sums)
+        progress.update(step)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["global_step=40000/100000, SPS=512, ETA=1m57s", "global_step=50000/100000, SPS=512, ETA=1m37s"]
+    # then once each time more than 30 s passed: 961 steps of 1/32 s; SPS = 20961 steps / (39.0625 s + 30.03125 s)
+    assert lines[2] == "global_step=50961/100000, SPS=303, ETA=2m41s", lines[2]
+    assert [line.split(",")[0] for line in lines[2:]] == [f"global_step={50_000 + 961 * k}/100000" for k in range(1, 6)]
+    assert scalars == [("charts/SPS", 512, 40_000), ("charts/SPS", 512, 50_000)]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
